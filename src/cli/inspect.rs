@@ -1,0 +1,120 @@
+//! `pa-onnx inspect`: what would be rewired, and what would not and why.
+
+use std::path::PathBuf;
+
+use pa_onnx::onnx::model::fmt_dims;
+use pa_onnx::onnx::Model;
+use serde::Serialize;
+
+use super::{Printer, Status};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The ONNX model to inspect.
+    model: PathBuf,
+    /// Print a JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Json<'a> {
+    model: String,
+    ir_version: Option<i64>,
+    producer: &'a str,
+    opsets: Vec<serde_json::Value>,
+    #[serde(flatten)]
+    plan: &'a pa_onnx::Plan,
+}
+
+pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
+    let model = Model::open(&args.model)?;
+    let plan = pa_onnx::locate(&model)?;
+    if args.json {
+        p.json(&Json {
+            model: args.model.display().to_string(),
+            ir_version: model.ir_version,
+            producer: &model.producer,
+            opsets: model
+                .opsets
+                .iter()
+                .map(|(d, v)| serde_json::json!({"domain": d, "version": v}))
+                .collect(),
+            plan: &plan,
+        });
+        return Ok(Status::Ok);
+    }
+    let opsets: Vec<String> = model
+        .opsets
+        .iter()
+        .map(|(d, v)| format!("{}{v}", if d.is_empty() { "" } else { d }))
+        .collect();
+    p.out(&format!(
+        "{}: ir_version {}, producer {:?}, opset {}",
+        args.model.display(),
+        model.ir_version.unwrap_or(0),
+        model.producer,
+        opsets.join(" ")
+    ));
+    let total: u64 = plan.weights.iter().map(|w| w.rows * w.cols).sum();
+    p.out(&format!("\nweights: {} ({} values)", plan.weights.len(), total));
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "OP".into(),
+        "DTYPE".into(),
+        "SHAPE".into(),
+        "ROWS x COLS".into(),
+        "STORAGE".into(),
+    ]];
+    for w in &plan.weights {
+        rows.push([
+            w.name.clone(),
+            w.op.clone(),
+            w.dtype.clone(),
+            fmt_dims(&w.shape),
+            format!(
+                "{} x {}{}",
+                w.rows,
+                w.cols,
+                if w.transposed { " (transposed)" } else { "" }
+            ),
+            w.storage.clone(),
+        ]);
+    }
+    p.out(&table(&rows));
+    if !plan.skipped.is_empty() {
+        p.out(&format!("\nskipped: {}", plan.skipped.len()));
+        let mut rows = vec![["NAME".to_string(), "REASON".into()]];
+        for s in &plan.skipped {
+            rows.push([s.name.clone(), s.reason.clone()]);
+        }
+        p.out(&table(&rows));
+    }
+    Ok(Status::Ok)
+}
+
+/// Left-aligned columns, two spaces apart, indented.
+pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut width = [0usize; N];
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::from(" ");
+        for (i, c) in r.iter().enumerate() {
+            line.push(' ');
+            if i + 1 == N {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$} ", w = width[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.pop();
+    out
+}

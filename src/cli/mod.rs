@@ -1,0 +1,70 @@
+//! The command line: argument definitions and dispatch. Each subcommand's
+//! module resolves its options, calls the library and prints; none of them
+//! exits the process, they return a [`Status`].
+
+mod inspect;
+mod printer;
+mod rewire;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use printer::Printer;
+
+/// What a command concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Everything asked for was done and every check passed.
+    Ok,
+    /// A check ran and failed (exit 1).
+    CheckFailed,
+}
+
+/// Preferential-attachment rewiring of the initial weights of ONNX models.
+#[derive(Debug, Parser)]
+#[command(name = "pa-onnx", version, about, long_about = None)]
+pub struct Cli {
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the dense and convolution weights of a model, and what is skipped and why.
+    Inspect(inspect::Args),
+    /// Rewire the weights of a model into a new file.
+    Rewire(rewire::Args),
+    /// Prove that CANDIDATE holds ORIGINAL's model with permuted weights.
+    Verify(verify::Args),
+}
+
+/// Runs the command line and turns its outcome into an exit status:
+/// 0 success, 1 a check failed, 2 usage, input or I/O error.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let printer = Printer::new(cli.quiet);
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a, &printer),
+        Command::Rewire(a) => rewire::run(a, &printer),
+        Command::Verify(a) => verify::run(a, &printer),
+    };
+    match result {
+        Ok(Status::Ok) => ExitCode::SUCCESS,
+        Ok(Status::CheckFailed) => ExitCode::from(1),
+        Err(e) => {
+            printer.error(&e);
+            ExitCode::from(2)
+        }
+    }
+}

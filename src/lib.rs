@@ -1,0 +1,22 @@
+//! pa-onnx: preferential-attachment rewiring of the initial weights of ONNX
+//! models, exact to the byte.
+//!
+//! Data flows one way: [`onnx`] reads a model without copying payloads,
+//! [`plan`] locates the dense and convolution weights and their matrix view,
+//! [`rewire`] computes a permutation of each weight's values, [`pipeline`]
+//! writes the patched file through [`onnx::patch`], and [`verify`] proves the
+//! result is a permutation of the input (and runs it, through [`backend`]).
+
+pub mod error;
+pub mod pipeline;
+pub mod plan;
+pub mod report;
+pub mod rewire;
+pub mod onnx;
+pub mod backend;
+pub mod verify;
+pub mod train;
+
+pub use error::{Error, Result};
+pub use pipeline::{rewire_file, rewire_tensor, RewireOptions};
+pub use plan::{locate, Plan, Selection};

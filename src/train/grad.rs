@@ -1,0 +1,841 @@
+//! Reverse-mode gradient rules, one per ONNX operator.
+//!
+//! Each rule is derived from the operator's definition in the ONNX spec and
+//! is written with default-domain operators only, so the gradient graph runs
+//! on any ONNX Runtime build and on tract. Rules read static shapes from the
+//! working [`Graph`] to undo broadcasting, restore spatial sizes, and avoid
+//! emitting work whose result nobody needs (`needs[i]` is false for inputs
+//! that do not lead back to a trainable tensor).
+
+use crate::onnx::pb::NodeProto;
+
+use super::ir::{
+    af, ai, aints, astr, attr_f, attr_i, attr_ints, attr_s, geometry, node_err, Graph, Result, F32,
+};
+use super::TrainError;
+
+type Grads = Vec<Option<String>>;
+
+/// Operators whose outputs carry no gradient: the gradient stops there.
+pub(crate) fn is_non_differentiable(op: &str) -> bool {
+    matches!(
+        op,
+        "Shape"
+            | "Size"
+            | "Constant"
+            | "ConstantOfShape"
+            | "Range"
+            | "Equal"
+            | "Greater"
+            | "Less"
+            | "GreaterOrEqual"
+            | "LessOrEqual"
+            | "And"
+            | "Or"
+            | "Xor"
+            | "Not"
+            | "ArgMax"
+            | "ArgMin"
+            | "NonZero"
+            | "OneHot"
+            | "Floor"
+            | "Ceil"
+            | "Round"
+            | "Sign"
+            | "IsNaN"
+            | "RandomNormal"
+            | "RandomUniform"
+            | "RandomNormalLike"
+            | "RandomUniformLike"
+            | "Bernoulli"
+    )
+}
+
+/// Gradients of `n`'s inputs given the gradients of its outputs.
+pub(crate) fn backward(
+    g: &mut Graph,
+    n: &NodeProto,
+    gys: &[Option<String>],
+    needs: &[bool],
+) -> Result<Grads> {
+    let inp = |i: usize| n.input[i].clone();
+    let out = |i: usize| n.output[i].clone();
+    let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+    let mut res: Grads = vec![None; n.input.len()];
+    let Some(gy) = gys.first().cloned().flatten() else {
+        if n.op_type == "Split" {
+            return split(g, n, gys, &mut res).map(|_| res);
+        }
+        return Ok(res);
+    };
+    let gy = gy.as_str();
+    let op = n.op_type.as_str();
+    match op {
+        "Identity" => res[0] = Some(gy.to_string()),
+        "Cast" => {
+            let dt = g.info(&n.input[0])?.dtype;
+            res[0] = Some(g.op("Cast", &[gy], vec![ai("to", dt as i64)])?);
+        }
+        "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => {
+            let s = g.shape(&inp(0))?;
+            res[0] = Some(g.reshape(gy, &s)?);
+        }
+        "Expand" => {
+            let s = g.shape(&inp(0))?;
+            res[0] = Some(g.reduce_to(gy, &s)?);
+        }
+        "Neg" => res[0] = Some(g.op("Neg", &[gy], vec![])?),
+        "Relu" => {
+            let zero = g.scalar(0.0);
+            let mask = g.op("Greater", &[&out(0), &zero], vec![])?;
+            res[0] = Some(g.op("Where", &[&mask, gy, &zero], vec![])?);
+        }
+        "LeakyRelu" => {
+            let alpha = g.scalar(attr_f(n, "alpha", 0.01));
+            let zero = g.scalar(0.0);
+            let mask = g.op("Greater", &[&inp(0), &zero], vec![])?;
+            let neg = g.op("Mul", &[gy, &alpha], vec![])?;
+            res[0] = Some(g.op("Where", &[&mask, gy, &neg], vec![])?);
+        }
+        "Sigmoid" => {
+            let one = g.scalar(1.0);
+            let om = g.op("Sub", &[&one, &out(0)], vec![])?;
+            let d = g.op("Mul", &[&out(0), &om], vec![])?;
+            res[0] = Some(g.op("Mul", &[gy, &d], vec![])?);
+        }
+        "Tanh" => {
+            let one = g.scalar(1.0);
+            let sq = g.op("Mul", &[&out(0), &out(0)], vec![])?;
+            let d = g.op("Sub", &[&one, &sq], vec![])?;
+            res[0] = Some(g.op("Mul", &[gy, &d], vec![])?);
+        }
+        "Exp" => res[0] = Some(g.op("Mul", &[gy, &out(0)], vec![])?),
+        "Log" => res[0] = Some(g.op("Div", &[gy, &inp(0)], vec![])?),
+        "Sqrt" => {
+            let half = g.scalar(0.5);
+            let d = g.op("Div", &[&half, &out(0)], vec![])?;
+            res[0] = Some(g.op("Mul", &[gy, &d], vec![])?);
+        }
+        "Reciprocal" => {
+            let sq = g.op("Mul", &[&out(0), &out(0)], vec![])?;
+            let t = g.op("Mul", &[gy, &sq], vec![])?;
+            res[0] = Some(g.op("Neg", &[&t], vec![])?);
+        }
+        "Erf" => {
+            // d/dx erf(x) = 2/sqrt(pi) * exp(-x^2)
+            let x = inp(0);
+            let sq = g.op("Mul", &[&x, &x], vec![])?;
+            let nsq = g.op("Neg", &[&sq], vec![])?;
+            let e = g.op("Exp", &[&nsq], vec![])?;
+            let c = g.scalar(std::f32::consts::FRAC_2_SQRT_PI);
+            let d = g.op("Mul", &[&e, &c], vec![])?;
+            res[0] = Some(g.op("Mul", &[gy, &d], vec![])?);
+        }
+        "Gelu" => res[0] = Some(gelu(g, n, gy)?),
+        "Clip" => {
+            let x = inp(0);
+            let mut mask: Option<String> = None;
+            for (i, cmp) in [(1, "GreaterOrEqual"), (2, "LessOrEqual")] {
+                if n.input.get(i).is_some_and(|s| !s.is_empty()) {
+                    let m = g.op(cmp, &[&x, &n.input[i]], vec![])?;
+                    mask = Some(match mask {
+                        None => m,
+                        Some(prev) => g.op("And", &[&prev, &m], vec![])?,
+                    });
+                }
+            }
+            res[0] = Some(match mask {
+                None => gy.to_string(),
+                Some(m) => {
+                    let zero = g.scalar(0.0);
+                    g.op("Where", &[&m, gy, &zero], vec![])?
+                }
+            });
+        }
+        "Softmax" => {
+            let r = g.rank(&out(0))? as i64;
+            let axis = norm(attr_i(n, "axis", -1), r);
+            let p = g.op("Mul", &[gy, &out(0)], vec![])?;
+            let s = g.reduce("ReduceSum", &p, &[axis], true)?;
+            let d = g.op("Sub", &[gy, &s], vec![])?;
+            res[0] = Some(g.op("Mul", &[&d, &out(0)], vec![])?);
+        }
+        "LogSoftmax" => {
+            let r = g.rank(&out(0))? as i64;
+            let axis = norm(attr_i(n, "axis", -1), r);
+            let s = g.reduce("ReduceSum", gy, &[axis], true)?;
+            let p = g.op("Exp", &[&out(0)], vec![])?;
+            let t = g.op("Mul", &[&p, &s], vec![])?;
+            res[0] = Some(g.op("Sub", &[gy, &t], vec![])?);
+        }
+        "Dropout" => {
+            res[0] = Some(
+                if n.output.len() > 1
+                    && !n.output[1].is_empty()
+                    && g.info.contains_key(&n.output[1])
+                {
+                    let ratio = n
+                        .input
+                        .get(1)
+                        .filter(|s| !s.is_empty())
+                        .and_then(|r| g.known(r))
+                        .map_or(0.5, |k| k.vals[0]);
+                    let m = g.op("Cast", &[&out(1)], vec![ai("to", F32 as i64)])?;
+                    let s = g.scalar((1.0 / (1.0 - ratio)) as f32);
+                    let ms = g.op("Mul", &[&m, &s], vec![])?;
+                    g.op("Mul", &[gy, &ms], vec![])?
+                } else {
+                    gy.to_string()
+                },
+            );
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Sum" | "Where" | "Max" | "Min" => {
+            binary(g, n, gy, needs, &mut res)?;
+        }
+        "MatMul" => matmul(g, n, gy, needs, &mut res)?,
+        "Gemm" => gemm(g, n, gy, needs, &mut res)?,
+        "Transpose" => {
+            let r = g.rank(&inp(0))? as i64;
+            let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..r).rev().collect());
+            let mut inv = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inv[p as usize] = i as i64;
+            }
+            res[0] = Some(g.transpose(gy, &inv)?);
+        }
+        "Concat" => {
+            let r = g.rank(&out(0))? as i64;
+            let axis = norm(attr_i(n, "axis", 0), r);
+            let sizes: Vec<i64> = n
+                .input
+                .iter()
+                .map(|i| g.shape(i).map(|s| s[axis as usize]))
+                .collect::<Result<_>>()?;
+            let split = g.const_i64(&sizes);
+            let parts = g.op_n("Split", &[gy, &split], sizes.len(), vec![ai("axis", axis)])?;
+            for (i, p) in parts.into_iter().enumerate() {
+                if need(i) {
+                    res[i] = Some(p);
+                }
+            }
+        }
+        "Split" => split(g, n, gys, &mut res)?,
+        "Slice" => {
+            let xs = g.shape(&inp(0))?;
+            let ranges = g.slice_ranges(n, &xs)?;
+            if ranges.iter().any(|r| r.3 != 1) {
+                return Err(node_err(
+                    n,
+                    "gradient of Slice with steps other than 1 is not supported",
+                ));
+            }
+            let r = xs.len();
+            let mut pads = vec![0i64; 2 * r];
+            for (a, s, e, _) in ranges {
+                pads[a] = s;
+                pads[a + r] = xs[a] - e.max(s);
+            }
+            let p = g.const_i64(&pads);
+            res[0] = Some(g.op("Pad", &[gy, &p], vec![])?);
+        }
+        "ReduceMean" | "ReduceSum" => {
+            let xs = g.shape(&inp(0))?;
+            let axes = g.reduce_axes(n, xs.len())?;
+            let mut kept = xs.clone();
+            let mut count = 1;
+            for &a in &axes {
+                count *= xs[a];
+                kept[a] = 1;
+            }
+            let mut t = g.reshape(gy, &kept)?;
+            if op == "ReduceMean" {
+                let c = g.scalar(1.0 / count as f32);
+                t = g.op("Mul", &[&t, &c], vec![])?;
+            }
+            let s = g.const_i64(&xs);
+            res[0] = Some(g.op("Expand", &[&t, &s], vec![])?);
+        }
+        "GlobalAveragePool" => {
+            let xs = g.shape(&inp(0))?;
+            let count: i64 = xs[2..].iter().product();
+            let c = g.scalar(1.0 / count as f32);
+            let t = g.op("Mul", &[gy, &c], vec![])?;
+            let s = g.const_i64(&xs);
+            res[0] = Some(g.op("Expand", &[&t, &s], vec![])?);
+        }
+        "Conv" => conv(g, n, gy, needs, &mut res)?,
+        "ConvTranspose" => conv_transpose(g, n, gy, needs, &mut res)?,
+        "MaxPool" => {
+            if n.output.len() < 2 || n.output[1].is_empty() {
+                return Err(node_err(n, "MaxPool gradient needs the Indices output"));
+            }
+            if attr_i(n, "storage_order", 0) != 0 {
+                return Err(node_err(
+                    n,
+                    "MaxPool gradient with storage_order=1 is not supported",
+                ));
+            }
+            if g.opset < 16 {
+                return Err(node_err(
+                    n,
+                    "MaxPool gradient needs ScatterElements with reduction (opset >= 16)",
+                ));
+            }
+            let xs = g.shape(&inp(0))?;
+            let numel: i64 = xs.iter().product();
+            let flat_i = g.reshape(&out(1), &[-1])?;
+            let flat_g = g.reshape(gy, &[-1])?;
+            let z = g.zeros(&[numel])?;
+            let s = g.op(
+                "ScatterElements",
+                &[&z, &flat_i, &flat_g],
+                vec![ai("axis", 0), astr("reduction", "add")],
+            )?;
+            res[0] = Some(g.reshape(&s, &xs)?);
+        }
+        "AveragePool" => res[0] = Some(average_pool(g, n, gy)?),
+        _ => {
+            return Err(TrainError::UnsupportedOp {
+                node: super::ir::label(n),
+                op: n.op_type.clone(),
+            })
+        }
+    }
+    for (i, r) in res.iter_mut().enumerate() {
+        if !need(i) {
+            *r = None;
+        }
+    }
+    Ok(res)
+}
+
+fn norm(a: i64, r: i64) -> i64 {
+    if a < 0 {
+        a + r
+    } else {
+        a
+    }
+}
+
+fn split(g: &mut Graph, n: &NodeProto, gys: &[Option<String>], res: &mut Grads) -> Result<()> {
+    let xs = g.shape(&n.input[0])?;
+    let axis = norm(attr_i(n, "axis", 0), xs.len() as i64);
+    let mut parts = vec![];
+    for (i, o) in n.output.iter().enumerate() {
+        parts.push(match gys.get(i).cloned().flatten() {
+            Some(gp) => gp,
+            None => {
+                let s = g.shape(o)?;
+                g.zeros(&s)?
+            }
+        });
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    res[0] = Some(g.op("Concat", &refs, vec![ai("axis", axis)])?);
+    Ok(())
+}
+
+fn gelu(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
+    let x = n.input[0].as_str();
+    let approx = attr_s(n, "approximate").unwrap_or_else(|| "none".into());
+    let half = g.scalar(0.5);
+    let one = g.scalar(1.0);
+    let d = if approx == "tanh" {
+        // y = 0.5 x (1 + t), t = tanh(u), u = c (x + k x^3)
+        // dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2)
+        let c = g.scalar((2.0 / std::f32::consts::PI).sqrt());
+        let k = g.scalar(0.044715);
+        let k3 = g.scalar(3.0 * 0.044715);
+        let x2 = g.op("Mul", &[x, x], vec![])?;
+        let x3 = g.op("Mul", &[&x2, x], vec![])?;
+        let kx3 = g.op("Mul", &[&x3, &k], vec![])?;
+        let inner = g.op("Add", &[x, &kx3], vec![])?;
+        let u = g.op("Mul", &[&inner, &c], vec![])?;
+        let t = g.op("Tanh", &[&u], vec![])?;
+        let opt = g.op("Add", &[&one, &t], vec![])?;
+        let a = g.op("Mul", &[&opt, &half], vec![])?;
+        let t2 = g.op("Mul", &[&t, &t], vec![])?;
+        let omt2 = g.op("Sub", &[&one, &t2], vec![])?;
+        let k3x2 = g.op("Mul", &[&x2, &k3], vec![])?;
+        let du = g.op("Add", &[&one, &k3x2], vec![])?;
+        let du = g.op("Mul", &[&du, &c], vec![])?;
+        let b = g.op("Mul", &[&omt2, &du], vec![])?;
+        let b = g.op("Mul", &[&b, x], vec![])?;
+        let b = g.op("Mul", &[&b, &half], vec![])?;
+        g.op("Add", &[&a, &b], vec![])?
+    } else {
+        // y = x Phi(x); dy/dx = Phi(x) + x phi(x)
+        let rs2 = g.scalar(std::f32::consts::FRAC_1_SQRT_2);
+        let xs = g.op("Mul", &[x, &rs2], vec![])?;
+        let e = g.op("Erf", &[&xs], vec![])?;
+        let ope = g.op("Add", &[&one, &e], vec![])?;
+        let cdf = g.op("Mul", &[&ope, &half], vec![])?;
+        let x2 = g.op("Mul", &[x, x], vec![])?;
+        let mh = g.scalar(-0.5);
+        let ex = g.op("Mul", &[&x2, &mh], vec![])?;
+        let ex = g.op("Exp", &[&ex], vec![])?;
+        let c = g.scalar(1.0 / (2.0 * std::f32::consts::PI).sqrt());
+        let pdf = g.op("Mul", &[&ex, &c], vec![])?;
+        let xp = g.op("Mul", &[x, &pdf], vec![])?;
+        g.op("Add", &[&cdf, &xp], vec![])?
+    };
+    g.op("Mul", &[gy, &d], vec![])
+}
+
+fn binary(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grads) -> Result<()> {
+    let op = n.op_type.as_str();
+    let a = n.input[0].clone();
+    let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+    let shape = |g: &Graph, i: usize| g.shape(&n.input[i]);
+    match op {
+        "Add" | "Sum" => {
+            for i in 0..n.input.len() {
+                if need(i) {
+                    let s = shape(g, i)?;
+                    res[i] = Some(g.reduce_to(gy, &s)?);
+                }
+            }
+        }
+        "Sub" => {
+            if need(0) {
+                let s = shape(g, 0)?;
+                res[0] = Some(g.reduce_to(gy, &s)?);
+            }
+            if need(1) {
+                let s = shape(g, 1)?;
+                let r = g.reduce_to(gy, &s)?;
+                res[1] = Some(g.op("Neg", &[&r], vec![])?);
+            }
+        }
+        "Mul" => {
+            let b = n.input[1].clone();
+            if need(0) {
+                let t = g.op("Mul", &[gy, &b], vec![])?;
+                let s = shape(g, 0)?;
+                res[0] = Some(g.reduce_to(&t, &s)?);
+            }
+            if need(1) {
+                let t = g.op("Mul", &[gy, &a], vec![])?;
+                let s = shape(g, 1)?;
+                res[1] = Some(g.reduce_to(&t, &s)?);
+            }
+        }
+        "Div" => {
+            let b = n.input[1].clone();
+            if need(0) {
+                let t = g.op("Div", &[gy, &b], vec![])?;
+                let s = shape(g, 0)?;
+                res[0] = Some(g.reduce_to(&t, &s)?);
+            }
+            if need(1) {
+                // d(a/b)/db = -(a/b)/b
+                let q = g.op("Div", &[&n.output[0], &b], vec![])?;
+                let t = g.op("Mul", &[gy, &q], vec![])?;
+                let t = g.op("Neg", &[&t], vec![])?;
+                let s = shape(g, 1)?;
+                res[1] = Some(g.reduce_to(&t, &s)?);
+            }
+        }
+        "Pow" => {
+            let b = n.input[1].clone();
+            if need(0) {
+                // d(a^b)/da = b * a^(b-1)
+                let one = g.scalar(1.0);
+                let bm1 = g.op("Sub", &[&b, &one], vec![])?;
+                let p = g.op("Pow", &[&a, &bm1], vec![])?;
+                let d = g.op("Mul", &[&p, &b], vec![])?;
+                let t = g.op("Mul", &[gy, &d], vec![])?;
+                let s = shape(g, 0)?;
+                res[0] = Some(g.reduce_to(&t, &s)?);
+            }
+            if need(1) {
+                let l = g.op("Log", &[&a], vec![])?;
+                let d = g.op("Mul", &[&n.output[0], &l], vec![])?;
+                let t = g.op("Mul", &[gy, &d], vec![])?;
+                let s = shape(g, 1)?;
+                res[1] = Some(g.reduce_to(&t, &s)?);
+            }
+        }
+        "Where" => {
+            let zero = g.scalar(0.0);
+            for (i, swap) in [(1, false), (2, true)] {
+                if need(i) {
+                    let t = if swap {
+                        g.op("Where", &[&n.input[0], &zero, gy], vec![])?
+                    } else {
+                        g.op("Where", &[&n.input[0], gy, &zero], vec![])?
+                    };
+                    let s = shape(g, i)?;
+                    res[i] = Some(g.reduce_to(&t, &s)?);
+                }
+            }
+        }
+        _ => {
+            // Max/Min: the gradient goes to the input that was selected.
+            if n.input.len() != 2 {
+                return Err(node_err(n, "gradient of variadic Max/Min is not supported"));
+            }
+            let zero = g.scalar(0.0);
+            for i in 0..2 {
+                if need(i) {
+                    let m = g.op("Equal", &[&n.input[i], &n.output[0]], vec![])?;
+                    let t = g.op("Where", &[&m, gy, &zero], vec![])?;
+                    let s = shape(g, i)?;
+                    res[i] = Some(g.reduce_to(&t, &s)?);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn swap_last(r: usize) -> Vec<i64> {
+    let mut p: Vec<i64> = (0..r as i64).collect();
+    p.swap(r - 1, r - 2);
+    p
+}
+
+fn matmul(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grads) -> Result<()> {
+    let (a, b) = (n.input[0].clone(), n.input[1].clone());
+    let (sa, sb) = (g.shape(&a)?, g.shape(&b)?);
+    let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+    if sa.len() == 1 || sb.len() == 1 {
+        // Promote vectors to matrices so one code path serves all ranks.
+        let a2 = if sa.len() == 1 {
+            g.reshape(&a, &[1, sa[0]])?
+        } else {
+            a.clone()
+        };
+        let b2 = if sb.len() == 1 {
+            g.reshape(&b, &[sb[0], 1])?
+        } else {
+            b.clone()
+        };
+        let y2 = g.op("MatMul", &[&a2, &b2], vec![])?;
+        let ys = g.shape(&y2)?;
+        let gy2 = g.reshape(gy, &ys)?;
+        let node = NodeProto {
+            input: vec![a2, b2],
+            output: vec![y2],
+            ..n.clone()
+        };
+        let mut r2 = vec![None, None];
+        matmul(g, &node, &gy2, needs, &mut r2)?;
+        if let Some(x) = r2[0].take() {
+            res[0] = Some(g.reshape(&x, &sa)?);
+        }
+        if let Some(x) = r2[1].take() {
+            res[1] = Some(g.reshape(&x, &sb)?);
+        }
+        return Ok(());
+    }
+    let gys = g.shape(gy)?;
+    let (k, nn) = (sa[sa.len() - 1], sb[sb.len() - 1]);
+    if sb.len() == 2 {
+        // The common dense layer: fold batch dims into rows and use Gemm,
+        // which transposes for free.
+        let rows: i64 = gys[..gys.len() - 1].iter().product();
+        let gy2 = g.reshape(gy, &[rows, nn])?;
+        if need(0) {
+            let t = g.op("Gemm", &[&gy2, &b], vec![ai("transB", 1)])?;
+            res[0] = Some(g.reshape(&t, &sa)?);
+        }
+        if need(1) {
+            let a2 = g.reshape(&a, &[rows, k])?;
+            res[1] = Some(g.op("Gemm", &[&a2, &gy2], vec![ai("transA", 1)])?);
+        }
+        return Ok(());
+    }
+    if need(0) {
+        let bt = g.transpose(&b, &swap_last(sb.len()))?;
+        let t = g.op("MatMul", &[gy, &bt], vec![])?;
+        res[0] = Some(g.reduce_to(&t, &sa)?);
+    }
+    if need(1) {
+        let at = g.transpose(&a, &swap_last(sa.len()))?;
+        let t = g.op("MatMul", &[&at, gy], vec![])?;
+        res[1] = Some(g.reduce_to(&t, &sb)?);
+    }
+    Ok(())
+}
+
+fn gemm(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grads) -> Result<()> {
+    let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+    let (a, b) = (n.input[0].clone(), n.input[1].clone());
+    let ta = attr_i(n, "transA", 0) != 0;
+    let tb = attr_i(n, "transB", 0) != 0;
+    let alpha = attr_f(n, "alpha", 1.0);
+    let beta = attr_f(n, "beta", 1.0);
+    let gemm = |g: &mut Graph, x: &str, y: &str, tx: bool, ty: bool| {
+        let mut attrs = vec![ai("transA", tx as i64), ai("transB", ty as i64)];
+        if alpha != 1.0 {
+            attrs.push(af("alpha", alpha));
+        }
+        g.op("Gemm", &[x, y], attrs)
+    };
+    if need(0) {
+        res[0] = Some(if !ta {
+            gemm(g, gy, &b, false, !tb)?
+        } else {
+            gemm(g, &b, gy, tb, true)?
+        });
+    }
+    if need(1) {
+        res[1] = Some(if !tb {
+            gemm(g, &a, gy, !ta, false)?
+        } else {
+            gemm(g, gy, &a, true, ta)?
+        });
+    }
+    if need(2) {
+        let s = g.shape(&n.input[2])?;
+        let mut t = gy.to_string();
+        if beta != 1.0 {
+            let c = g.scalar(beta);
+            t = g.op("Mul", &[&t, &c], vec![])?;
+        }
+        res[2] = Some(g.reduce_to(&t, &s)?);
+    }
+    Ok(())
+}
+
+/// Spatial attributes shared by the convolutions a Conv gradient emits.
+fn conv_attrs(
+    strides: &[i64],
+    dilations: &[i64],
+    pads: &[i64],
+    group: i64,
+) -> Vec<crate::onnx::pb::AttributeProto> {
+    vec![
+        aints("strides", strides),
+        aints("dilations", dilations),
+        aints("pads", pads),
+        ai("group", group),
+    ]
+}
+
+/// The weight gradient of a (grouped) convolution as one convolution over
+/// the batch: batch becomes the reduction channel, the output gradient
+/// becomes the kernel. Returns `[O, I/g, k...]` cropped to `kernel`.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad(
+    g: &mut Graph,
+    x: &str,
+    gy: &str,
+    group: i64,
+    strides: &[i64],
+    dilations: &[i64],
+    pads: &[i64],
+    kernel: &[i64],
+) -> Result<String> {
+    let xs = g.shape(x)?;
+    let ys = g.shape(gy)?;
+    let (nb, c) = (xs[0], xs[1]);
+    let m = ys[1];
+    let (cg, mg) = (c / group, m / group);
+    let sp = xs.len() - 2;
+    let rest_x = &xs[2..];
+    let rest_y = &ys[2..];
+    let tail = |k: i64| -> Vec<i64> { (k..k + sp as i64).collect() };
+    // X -> [Cg, g*N, spatial]
+    let xt = if group == 1 {
+        g.transpose(x, &[vec![1, 0], tail(2)].concat())?
+    } else {
+        let x5 = g.reshape(x, &[vec![nb, group, cg], rest_x.to_vec()].concat())?;
+        let t = g.transpose(&x5, &[vec![2, 1, 0], tail(3)].concat())?;
+        g.reshape(&t, &[vec![cg, group * nb], rest_x.to_vec()].concat())?
+    };
+    // gY -> [g*Mg, N, spatial]
+    let yt = if group == 1 {
+        g.transpose(gy, &[vec![1, 0], tail(2)].concat())?
+    } else {
+        let y5 = g.reshape(gy, &[vec![nb, group, mg], rest_y.to_vec()].concat())?;
+        let t = g.transpose(&y5, &[vec![1, 2, 0], tail(3)].concat())?;
+        g.reshape(&t, &[vec![group * mg, nb], rest_y.to_vec()].concat())?
+    };
+    // Strides and dilations trade places in the adjoint.
+    let w = g.op(
+        "Conv",
+        &[&xt, &yt],
+        conv_attrs(dilations, strides, pads, group),
+    )?;
+    let ws = g.shape(&w)?;
+    let w = if ws[2..] != *kernel {
+        let starts = g.const_i64(&vec![0; sp]);
+        let ends = g.const_i64(kernel);
+        let axes = g.const_i64(&tail(2));
+        g.op("Slice", &[&w, &starts, &ends, &axes], vec![])?
+    } else {
+        w
+    };
+    // [Cg, O, k] -> [O, Cg, k]
+    g.transpose(&w, &[vec![1, 0], tail(2)].concat())
+}
+
+fn conv(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grads) -> Result<()> {
+    let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+    let (x, w) = (n.input[0].clone(), n.input[1].clone());
+    let xs = g.shape(&x)?;
+    let wsh = g.shape(&w)?;
+    let kernel = attr_ints(n, "kernel_shape").unwrap_or_else(|| wsh[2..].to_vec());
+    let geo = geometry(n, &xs, &kernel, false)?;
+    let group = attr_i(n, "group", 1);
+    let sp = xs.len() - 2;
+    if need(0) {
+        // dX = ConvTranspose(dY, W): output_padding restores the rows a
+        // strided convolution dropped at the end.
+        let mut op_pad = vec![0; sp];
+        for i in 0..sp {
+            let natural =
+                geo.strides[i] * (geo.out[i] - 1) + (kernel[i] - 1) * geo.dilations[i] + 1
+                    - geo.pads_begin[i]
+                    - geo.pads_end[i];
+            op_pad[i] = xs[i + 2] - natural;
+        }
+        let mut attrs = conv_attrs(&geo.strides, &geo.dilations, &geo.pads(), group);
+        attrs.push(aints("kernel_shape", &kernel));
+        if op_pad.iter().any(|&p| p != 0) {
+            if op_pad.iter().any(|&p| p < 0) {
+                return Err(node_err(
+                    n,
+                    format!("cannot restore input size with output_padding {op_pad:?}"),
+                ));
+            }
+            attrs.push(aints("output_padding", &op_pad));
+        }
+        res[0] = Some(g.op("ConvTranspose", &[gy, &w], attrs)?);
+    }
+    if need(1) {
+        res[1] = Some(weight_grad(
+            g,
+            &x,
+            gy,
+            group,
+            &geo.strides,
+            &geo.dilations,
+            &geo.pads(),
+            &kernel,
+        )?);
+    }
+    if need(2) {
+        let axes: Vec<i64> = std::iter::once(0).chain(2..2 + sp as i64).collect();
+        res[2] = Some(g.reduce("ReduceSum", gy, &axes, false)?);
+    }
+    Ok(())
+}
+
+fn conv_transpose(
+    g: &mut Graph,
+    n: &NodeProto,
+    gy: &str,
+    needs: &[bool],
+    res: &mut Grads,
+) -> Result<()> {
+    let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+    let (x, w) = (n.input[0].clone(), n.input[1].clone());
+    let xs = g.shape(&x)?;
+    let wsh = g.shape(&w)?;
+    let kernel = attr_ints(n, "kernel_shape").unwrap_or_else(|| wsh[2..].to_vec());
+    let geo = geometry(n, &xs, &kernel, false)?;
+    let group = attr_i(n, "group", 1);
+    let sp = xs.len() - 2;
+    if need(0) {
+        let mut attrs = conv_attrs(&geo.strides, &geo.dilations, &geo.pads(), group);
+        attrs.push(aints("kernel_shape", &kernel));
+        res[0] = Some(g.op("Conv", &[gy, &w], attrs)?);
+    }
+    if need(1) {
+        // Y[n,m,o] += X[n,c,h] W[c,m,i] with o = h*s + i*d - p: the same
+        // correlation as a Conv weight gradient with X and dY swapped.
+        // weight_grad's result is laid out [C, M/g, k], the ConvTranspose weight layout.
+        res[1] = Some(weight_grad(
+            g,
+            gy,
+            &x,
+            group,
+            &geo.strides,
+            &geo.dilations,
+            &geo.pads(),
+            &kernel,
+        )?);
+    }
+    if need(2) {
+        let axes: Vec<i64> = std::iter::once(0).chain(2..2 + sp as i64).collect();
+        res[2] = Some(g.reduce("ReduceSum", gy, &axes, false)?);
+    }
+    Ok(())
+}
+
+fn average_pool(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
+    let x = &n.input[0];
+    let xs = g.shape(x)?;
+    let kernel = attr_ints(n, "kernel_shape").ok_or_else(|| node_err(n, "kernel_shape missing"))?;
+    let geo = geometry(n, &xs, &kernel, attr_i(n, "ceil_mode", 0) != 0)?;
+    if geo.dilations.iter().any(|&d| d != 1) {
+        return Err(node_err(
+            n,
+            "gradient of dilated AveragePool is not supported",
+        ));
+    }
+    let sp = xs.len() - 2;
+    let c = xs[1];
+    let include_pad = attr_i(n, "count_include_pad", 0) != 0;
+    // Per-output-position divisor, known statically.
+    let out = geo.out.clone();
+    let total: i64 = out.iter().product();
+    let mut inv = vec![0f32; total as usize];
+    for (flat, v) in inv.iter_mut().enumerate() {
+        let mut rem = flat as i64;
+        let mut count = 1i64;
+        for i in (0..sp).rev() {
+            let o = rem % out[i];
+            rem /= out[i];
+            let start = o * geo.strides[i] - geo.pads_begin[i];
+            let end = start + kernel[i];
+            let (lo, hi) = if include_pad {
+                (
+                    start.max(-geo.pads_begin[i]),
+                    end.min(xs[i + 2] + geo.pads_end[i]),
+                )
+            } else {
+                (start.max(0), end.min(xs[i + 2]))
+            };
+            count *= (hi - lo).max(1);
+        }
+        *v = 1.0 / count as f32;
+    }
+    let mut inv_dims = vec![1, 1];
+    inv_dims.extend(&out);
+    let invc = g.const_f32(&inv_dims, &inv);
+    let scaled = g.op("Mul", &[gy, &invc], vec![])?;
+    let ones_dims: Vec<i64> = [vec![c, 1], kernel.clone()].concat();
+    let ones = g.const_f32(
+        &ones_dims,
+        &vec![1.0; ones_dims.iter().product::<i64>() as usize],
+    );
+    let mut op_pad = vec![0; sp];
+    let mut crop = false;
+    for i in 0..sp {
+        let natural =
+            geo.strides[i] * (out[i] - 1) + kernel[i] - geo.pads_begin[i] - geo.pads_end[i];
+        let d = xs[i + 2] - natural;
+        if d >= 0 {
+            op_pad[i] = d;
+        } else {
+            crop = true;
+        }
+    }
+    let mut attrs = conv_attrs(&geo.strides, &vec![1; sp], &geo.pads(), c);
+    attrs.push(aints("kernel_shape", &kernel));
+    if op_pad.iter().any(|&p| p != 0) {
+        attrs.push(aints("output_padding", &op_pad));
+    }
+    let t = g.op("ConvTranspose", &[&scaled, &ones], attrs)?;
+    if crop {
+        let starts = g.const_i64(&vec![0; sp]);
+        let ends = g.const_i64(&xs[2..]);
+        let axes = g.const_i64(&(2..2 + sp as i64).collect::<Vec<_>>());
+        return g.op("Slice", &[&t, &starts, &ends, &axes], vec![]);
+    }
+    Ok(t)
+}

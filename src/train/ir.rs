@@ -1,0 +1,1321 @@
+//! The working graph the training builder grows node by node.
+//!
+//! Gradient rules need static facts (ranks, which axes were broadcast, the
+//! spatial size a transposed convolution must restore), so every node that
+//! enters this graph gets its output shapes inferred at once, and small
+//! integer tensors (the `Shape -> Gather -> Concat -> Reshape` chains that
+//! exporters leave when constant folding is off) are evaluated. The training
+//! graph is therefore specialised to one set of input shapes, which also lets
+//! the runtimes plan it with no shape computations left at run time.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::onnx::pb::{
+    tensor_shape_proto::dimension::Value as DimValue, type_proto, AttributeProto, AttributeType,
+    DataType, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+use super::TrainError;
+
+pub(crate) type Result<T> = std::result::Result<T, TrainError>;
+
+pub(crate) const F32: i32 = DataType::Float as i32;
+pub(crate) const I64: i32 = DataType::Int64 as i32;
+pub(crate) const BOOL: i32 = DataType::Bool as i32;
+
+/// Element type and concrete shape of one value.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Info {
+    pub dtype: i32,
+    pub shape: Vec<i64>,
+}
+
+impl Info {
+    pub fn numel(&self) -> i64 {
+        self.shape.iter().product()
+    }
+}
+
+/// A small tensor whose values are known while building (shapes, axes,
+/// scalars). f64 holds every dimension exactly; INT64_MAX sentinels of
+/// `Slice` saturate back to INT64_MAX when cast.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Known {
+    pub dims: Vec<i64>,
+    pub vals: Vec<f64>,
+}
+
+impl Known {
+    pub fn ints(&self) -> Vec<i64> {
+        self.vals.iter().map(|&v| v as i64).collect()
+    }
+}
+
+/// Tensors larger than this are never decoded into [`Known`] values.
+const KNOWN_LIMIT: i64 = 4096;
+
+pub(crate) fn is_float(dtype: i32) -> bool {
+    dtype == F32
+        || dtype == DataType::Double as i32
+        || dtype == DataType::Float16 as i32
+        || dtype == DataType::Bfloat16 as i32
+}
+
+/// A readable identity for a node in error messages.
+pub(crate) fn label(n: &NodeProto) -> String {
+    if !n.name.is_empty() {
+        n.name.clone()
+    } else {
+        format!(
+            "<unnamed, output {}>",
+            n.output.first().map(String::as_str).unwrap_or("?")
+        )
+    }
+}
+
+pub(crate) fn node_err(n: &NodeProto, msg: impl Into<String>) -> TrainError {
+    TrainError::Node {
+        node: label(n),
+        op: n.op_type.clone(),
+        msg: msg.into(),
+    }
+}
+
+// ---- attributes -------------------------------------------------------------
+
+pub(crate) fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+pub(crate) fn attr_i(n: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).map_or(default, |a| a.i)
+}
+pub(crate) fn attr_f(n: &NodeProto, name: &str, default: f32) -> f32 {
+    attr(n, name).map_or(default, |a| a.f)
+}
+pub(crate) fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+pub(crate) fn attr_s(n: &NodeProto, name: &str) -> Option<String> {
+    attr(n, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+}
+pub(crate) fn ai(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+pub(crate) fn af(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
+}
+pub(crate) fn aints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+pub(crate) fn astr(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+pub(crate) fn atensor(name: &str, t: TensorProto) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Tensor as i32,
+        t: Some(t),
+        ..Default::default()
+    }
+}
+
+// ---- tensors ----------------------------------------------------------------
+
+pub(crate) fn tensor_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: F32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+pub(crate) fn tensor_i64(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: I64,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Decodes a tensor's values as f64 (None for unsupported types or external data).
+pub(crate) fn decode_f64(t: &TensorProto) -> Option<Vec<f64>> {
+    if t.data_location == 1 {
+        return None;
+    }
+    let n: i64 = t.dims.iter().product();
+    let raw = &t.raw_data;
+    let dt = DataType::try_from(t.data_type).ok()?;
+    let v: Vec<f64> = if !raw.is_empty() {
+        match dt {
+            DataType::Float => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            DataType::Double => raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            DataType::Int64 => raw
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            DataType::Int32 => raw
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            DataType::Int8 => raw.iter().map(|&b| b as i8 as f64).collect(),
+            DataType::Uint8 | DataType::Bool => raw.iter().map(|&b| b as f64).collect(),
+            DataType::Float16 => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+                .collect(),
+            _ => return None,
+        }
+    } else {
+        match dt {
+            DataType::Float => t.float_data.iter().map(|&v| v as f64).collect(),
+            DataType::Double => t.double_data.clone(),
+            DataType::Int64 => t.int64_data.iter().map(|&v| v as f64).collect(),
+            DataType::Int32 | DataType::Int8 | DataType::Uint8 | DataType::Bool => {
+                t.int32_data.iter().map(|&v| v as f64).collect()
+            }
+            DataType::Float16 => t
+                .int32_data
+                .iter()
+                .map(|&v| half::f16::from_bits(v as u16).to_f64())
+                .collect(),
+            _ => return None,
+        }
+    };
+    (v.len() as i64 == n).then_some(v)
+}
+
+/// Decodes an f32 tensor (trainable parameters and running statistics).
+pub(crate) fn decode_f32(t: &TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != F32 {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        let v: Vec<f32> = t
+            .raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        return (v.len() as i64 == t.dims.iter().product::<i64>()).then_some(v);
+    }
+    decode_f64(t).map(|v| v.into_iter().map(|x| x as f32).collect())
+}
+
+pub(crate) fn value_info(name: &str, dtype: i32, shape: &[i64]) -> ValueInfoProto {
+    use crate::onnx::pb::tensor_shape_proto::Dimension;
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: dtype,
+                shape: Some(TensorShapeProto {
+                    dim: shape
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(DimValue::DimValue(d)),
+                            denotation: String::new(),
+                        })
+                        .collect(),
+                }),
+            })),
+            denotation: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Element type and dims of a graph input; `None` for a dimension without a value.
+pub(crate) fn input_type(v: &ValueInfoProto) -> Option<(i32, Vec<Option<i64>>, Vec<String>)> {
+    let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    let mut dims = vec![];
+    let mut params = vec![];
+    for d in t.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]) {
+        match &d.value {
+            Some(DimValue::DimValue(v)) if *v > 0 => dims.push(Some(*v)),
+            Some(DimValue::DimParam(p)) => {
+                dims.push(None);
+                params.push(p.clone());
+            }
+            _ => {
+                dims.push(None);
+                params.push("?".into());
+            }
+        }
+    }
+    Some((t.elem_type, dims, params))
+}
+
+// ---- geometry shared by shape inference and gradient rules -------------------
+
+/// Resolved geometry of a Conv, ConvTranspose or pooling node.
+#[derive(Clone, Debug)]
+pub(crate) struct Geom {
+    pub strides: Vec<i64>,
+    pub dilations: Vec<i64>,
+    pub pads_begin: Vec<i64>,
+    pub pads_end: Vec<i64>,
+    pub out: Vec<i64>,
+}
+
+impl Geom {
+    pub fn pads(&self) -> Vec<i64> {
+        [self.pads_begin.clone(), self.pads_end.clone()].concat()
+    }
+}
+
+/// Output spatial sizes and explicit pads, with `auto_pad` resolved.
+pub(crate) fn geometry(n: &NodeProto, x: &[i64], kernel: &[i64], ceil_mode: bool) -> Result<Geom> {
+    let sp = x.len().saturating_sub(2);
+    if kernel.len() != sp {
+        return Err(node_err(
+            n,
+            format!(
+                "kernel rank {} does not match input rank {}",
+                kernel.len(),
+                x.len()
+            ),
+        ));
+    }
+    let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1; sp]);
+    let dilations = attr_ints(n, "dilations").unwrap_or_else(|| vec![1; sp]);
+    let auto_pad = attr_s(n, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let mut pads_begin = vec![0; sp];
+    let mut pads_end = vec![0; sp];
+    let mut out = vec![0; sp];
+    let transpose = n.op_type == "ConvTranspose";
+    let output_padding = attr_ints(n, "output_padding").unwrap_or_else(|| vec![0; sp]);
+    if transpose {
+        if attr(n, "output_shape").is_some() || !matches!(auto_pad.as_str(), "NOTSET" | "VALID") {
+            return Err(node_err(n, "ConvTranspose with output_shape or SAME auto_pad is not supported; give explicit pads"));
+        }
+        if auto_pad == "NOTSET" {
+            if let Some(p) = attr_ints(n, "pads") {
+                pads_begin = p[..sp].to_vec();
+                pads_end = p[sp..].to_vec();
+            }
+        }
+        for i in 0..sp {
+            out[i] = strides[i] * (x[i + 2] - 1)
+                + output_padding[i]
+                + (kernel[i] - 1) * dilations[i]
+                + 1
+                - pads_begin[i]
+                - pads_end[i];
+        }
+        return Ok(Geom {
+            strides,
+            dilations,
+            pads_begin,
+            pads_end,
+            out,
+        });
+    }
+    for i in 0..sp {
+        let (inp, k, s, d) = (x[i + 2], kernel[i], strides[i], dilations[i]);
+        let ek = (k - 1) * d + 1;
+        match auto_pad.as_str() {
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let o = (inp + s - 1) / s;
+                let total = ((o - 1) * s + ek - inp).max(0);
+                let small = total / 2;
+                if auto_pad == "SAME_UPPER" {
+                    pads_begin[i] = small;
+                    pads_end[i] = total - small;
+                } else {
+                    pads_begin[i] = total - small;
+                    pads_end[i] = small;
+                }
+                out[i] = o;
+            }
+            "VALID" => out[i] = (inp - ek) / s + 1,
+            _ => {
+                if let Some(p) = attr_ints(n, "pads") {
+                    pads_begin[i] = p[i];
+                    pads_end[i] = p[i + sp];
+                }
+                let span = inp + pads_begin[i] + pads_end[i] - ek;
+                out[i] = if ceil_mode {
+                    let mut o = (span + s - 1) / s + 1;
+                    // The last window must start inside the input or its left padding.
+                    if (o - 1) * s >= inp + pads_begin[i] {
+                        o -= 1;
+                    }
+                    o
+                } else {
+                    span / s + 1
+                };
+            }
+        }
+    }
+    Ok(Geom {
+        strides,
+        dilations,
+        pads_begin,
+        pads_end,
+        out,
+    })
+}
+
+pub(crate) fn broadcast(shapes: &[&[i64]]) -> Option<Vec<i64>> {
+    let r = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1; r];
+    for s in shapes {
+        for (i, &d) in s.iter().enumerate() {
+            let o = &mut out[r - s.len() + i];
+            if *o == 1 {
+                *o = d;
+            } else if d != 1 && d != *o {
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+fn norm_axis(a: i64, rank: usize) -> usize {
+    if a < 0 {
+        (a + rank as i64) as usize
+    } else {
+        a as usize
+    }
+}
+
+// ---- the graph ----------------------------------------------------------------
+
+/// Nodes, initializers and the facts known about every value.
+pub(crate) struct Graph {
+    pub nodes: Vec<NodeProto>,
+    pub inits: Vec<TensorProto>,
+    pub init_index: HashMap<String, usize>,
+    pub info: HashMap<String, Info>,
+    pub known: HashMap<String, Known>,
+    pub opset: i64,
+    names: HashSet<String>,
+    counter: usize,
+    const_cache: HashMap<Vec<u8>, String>,
+}
+
+impl Graph {
+    pub fn new(opset: i64) -> Self {
+        Graph {
+            nodes: vec![],
+            inits: vec![],
+            init_index: HashMap::new(),
+            info: HashMap::new(),
+            known: HashMap::new(),
+            opset,
+            names: HashSet::new(),
+            counter: 0,
+            const_cache: HashMap::new(),
+        }
+    }
+
+    pub fn reserve_name(&mut self, name: &str) {
+        self.names.insert(name.to_string());
+    }
+
+    /// A value name no node or tensor uses yet.
+    pub fn fresh(&mut self, hint: &str) -> String {
+        loop {
+            self.counter += 1;
+            let name = format!("pa_train/{hint}_{}", self.counter);
+            if self.names.insert(name.clone()) {
+                return name;
+            }
+        }
+    }
+
+    pub fn add_init(&mut self, t: TensorProto) {
+        self.names.insert(t.name.clone());
+        self.info.insert(
+            t.name.clone(),
+            Info {
+                dtype: t.data_type,
+                shape: t.dims.clone(),
+            },
+        );
+        let numel: i64 = t.dims.iter().product();
+        if numel <= KNOWN_LIMIT {
+            if let Some(vals) = decode_f64(&t) {
+                self.known.insert(
+                    t.name.clone(),
+                    Known {
+                        dims: t.dims.clone(),
+                        vals,
+                    },
+                );
+            }
+        }
+        self.init_index.insert(t.name.clone(), self.inits.len());
+        self.inits.push(t);
+    }
+
+    pub fn add_input(&mut self, name: &str, dtype: i32, shape: Vec<i64>) {
+        self.names.insert(name.into());
+        self.info.insert(name.into(), Info { dtype, shape });
+    }
+
+    pub fn info(&self, name: &str) -> Result<&Info> {
+        self.info
+            .get(name)
+            .ok_or_else(|| TrainError::Model(format!("value `{name}` has no known shape")))
+    }
+    pub fn shape(&self, name: &str) -> Result<Vec<i64>> {
+        Ok(self.info(name)?.shape.clone())
+    }
+    pub fn rank(&self, name: &str) -> Result<usize> {
+        Ok(self.info(name)?.shape.len())
+    }
+
+    /// Appends a node after inferring its outputs' shapes and known values.
+    pub fn push(&mut self, n: NodeProto) -> Result<()> {
+        let infos = self.infer(&n)?;
+        let known = self.evaluate(&n, &infos);
+        for (i, o) in n.output.iter().enumerate() {
+            if o.is_empty() {
+                continue;
+            }
+            self.names.insert(o.clone());
+            if let Some(info) = infos.get(i) {
+                self.info.insert(o.clone(), info.clone());
+            }
+            if let Some(Some(k)) = known.as_ref().and_then(|k| k.get(i).cloned()) {
+                self.known.insert(o.clone(), k);
+            }
+        }
+        self.nodes.push(n);
+        Ok(())
+    }
+
+    /// Emits a one-output node and returns the name of its output.
+    pub fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> Result<String> {
+        Ok(self.op_n(op, inputs, 1, attrs)?.remove(0))
+    }
+
+    pub fn op_n(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        n_out: usize,
+        attrs: Vec<AttributeProto>,
+    ) -> Result<Vec<String>> {
+        let outs: Vec<String> = (0..n_out).map(|_| self.fresh(op)).collect();
+        let name = self.fresh(&format!("{op}_node"));
+        self.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outs.clone(),
+            name,
+            op_type: op.into(),
+            attribute: attrs,
+            ..Default::default()
+        })?;
+        Ok(outs)
+    }
+
+    fn cached_init(&mut self, t: TensorProto) -> String {
+        let key = [
+            t.data_type.to_le_bytes().to_vec(),
+            format!("{:?}", t.dims).into_bytes(),
+            t.raw_data.clone(),
+        ]
+        .concat();
+        if let Some(n) = self.const_cache.get(&key) {
+            return n.clone();
+        }
+        let name = self.fresh("const");
+        let mut t = t;
+        t.name = name.clone();
+        self.add_init(t);
+        self.const_cache.insert(key, name.clone());
+        name
+    }
+
+    pub fn const_i64(&mut self, vals: &[i64]) -> String {
+        self.cached_init(tensor_i64("", &[vals.len() as i64], vals))
+    }
+    pub fn const_f32(&mut self, dims: &[i64], vals: &[f32]) -> String {
+        self.cached_init(tensor_f32("", dims, vals))
+    }
+    pub fn scalar(&mut self, v: f32) -> String {
+        self.const_f32(&[], &[v])
+    }
+
+    pub fn reshape(&mut self, x: &str, shape: &[i64]) -> Result<String> {
+        if self.shape(x)? == shape {
+            return Ok(x.to_string());
+        }
+        let s = self.const_i64(shape);
+        self.op("Reshape", &[x, &s], vec![])
+    }
+
+    /// ReduceSum/ReduceMean with the axes encoding of the graph's opset.
+    pub fn reduce(&mut self, op: &str, x: &str, axes: &[i64], keepdims: bool) -> Result<String> {
+        if axes.is_empty() {
+            return Ok(x.to_string());
+        }
+        let axes_as_input = op == "ReduceSum" && self.opset >= 13 || self.opset >= 18;
+        if axes_as_input {
+            let a = self.const_i64(axes);
+            self.op(op, &[x, &a], vec![ai("keepdims", keepdims as i64)])
+        } else {
+            self.op(
+                op,
+                &[x],
+                vec![aints("axes", axes), ai("keepdims", keepdims as i64)],
+            )
+        }
+    }
+
+    /// Sums `g` (shaped like a broadcast result) down to `shape`, undoing
+    /// numpy-style broadcasting.
+    pub fn reduce_to(&mut self, g: &str, shape: &[i64]) -> Result<String> {
+        let gs = self.shape(g)?;
+        if gs == shape {
+            return Ok(g.to_string());
+        }
+        let d = gs.len() - shape.len().min(gs.len());
+        let mut axes: Vec<i64> = (0..d as i64).collect();
+        for (i, &s) in shape.iter().enumerate() {
+            if s == 1 && gs[d + i] != 1 {
+                axes.push((d + i) as i64);
+            }
+        }
+        let r = self.reduce("ReduceSum", g, &axes, true)?;
+        self.reshape(&r, shape)
+    }
+
+    pub fn zeros(&mut self, shape: &[i64]) -> Result<String> {
+        let s = self.const_i64(shape);
+        self.op(
+            "ConstantOfShape",
+            &[&s],
+            vec![atensor("value", tensor_f32("", &[1], &[0.0]))],
+        )
+    }
+
+    pub fn transpose(&mut self, x: &str, perm: &[i64]) -> Result<String> {
+        if perm.iter().enumerate().all(|(i, &p)| p == i as i64) {
+            return Ok(x.to_string());
+        }
+        self.op("Transpose", &[x], vec![aints("perm", perm)])
+    }
+
+    pub fn known(&self, name: &str) -> Option<&Known> {
+        self.known.get(name)
+    }
+
+    fn known_input(&self, n: &NodeProto, i: usize) -> Result<Known> {
+        n.input
+            .get(i)
+            .filter(|s| !s.is_empty())
+            .and_then(|s| self.known.get(s))
+            .cloned()
+            .ok_or_else(|| {
+                node_err(
+                    n,
+                    format!("input {i} must be a constant known while building the training graph"),
+                )
+            })
+    }
+
+    // ---- shape inference --------------------------------------------------------
+
+    fn infer(&self, n: &NodeProto) -> Result<Vec<Info>> {
+        let get = |i: usize| -> Result<&Info> {
+            let name = n
+                .input
+                .get(i)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| node_err(n, format!("missing input {i}")))?;
+            self.info
+                .get(name)
+                .ok_or_else(|| node_err(n, format!("input `{name}` has no known shape")))
+        };
+        let has = |i: usize| n.input.get(i).is_some_and(|s| !s.is_empty());
+        let op = n.op_type.as_str();
+        if !n.domain.is_empty() && n.domain != "ai.onnx" {
+            return Err(node_err(
+                n,
+                format!("operator domain `{}` is not supported", n.domain),
+            ));
+        }
+        let same = |x: &Info| Ok(vec![x.clone()]);
+        match op {
+            "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "Erf" | "Gelu" | "Clip" | "Softmax"
+            | "LogSoftmax" | "Identity" | "Neg" | "Exp" | "Log" | "Sqrt" | "Reciprocal" | "Abs"
+            | "Elu" | "Selu" | "HardSigmoid" | "HardSwish" | "Softplus" | "Sin" | "Cos"
+            | "Floor" | "Ceil" | "Round" | "Not" | "Sign" | "IsNaN" | "Mish" => {
+                let mut x = get(0)?.clone();
+                if op == "Not" || op == "IsNaN" {
+                    x.dtype = BOOL;
+                }
+                same(&x)
+            }
+            "Dropout" => {
+                let x = get(0)?.clone();
+                Ok(vec![
+                    x.clone(),
+                    Info {
+                        dtype: BOOL,
+                        shape: x.shape,
+                    },
+                ])
+            }
+            "Cast" => Ok(vec![Info {
+                dtype: attr_i(n, "to", F32 as i64) as i32,
+                shape: get(0)?.shape.clone(),
+            }]),
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Mean" | "Mod"
+            | "Equal" | "Greater" | "Less" | "GreaterOrEqual" | "LessOrEqual" | "And" | "Or"
+            | "Xor" | "Where" => {
+                let ins: Vec<&Info> = (0..n.input.len()).map(get).collect::<Result<_>>()?;
+                let shapes: Vec<&[i64]> = ins.iter().map(|i| i.shape.as_slice()).collect();
+                let shape = broadcast(&shapes)
+                    .ok_or_else(|| node_err(n, format!("shapes {shapes:?} do not broadcast")))?;
+                let dtype = match op {
+                    "Equal" | "Greater" | "Less" | "GreaterOrEqual" | "LessOrEqual" | "And"
+                    | "Or" | "Xor" => BOOL,
+                    "Where" => ins[1].dtype,
+                    _ => ins[0].dtype,
+                };
+                Ok(vec![Info { dtype, shape }])
+            }
+            "MatMul" => {
+                let (a, b) = (get(0)?, get(1)?);
+                let (mut sa, mut sb) = (a.shape.clone(), b.shape.clone());
+                let (va, vb) = (sa.len() == 1, sb.len() == 1);
+                if va {
+                    sa.insert(0, 1);
+                }
+                if vb {
+                    sb.push(1);
+                }
+                let (ra, rb) = (sa.len(), sb.len());
+                if sa[ra - 1] != sb[rb - 2] {
+                    return Err(node_err(
+                        n,
+                        format!("MatMul shapes {:?} x {:?} mismatch", a.shape, b.shape),
+                    ));
+                }
+                let mut shape = broadcast(&[&sa[..ra - 2], &sb[..rb - 2]])
+                    .ok_or_else(|| node_err(n, "batch dims do not broadcast"))?;
+                if !va {
+                    shape.push(sa[ra - 2]);
+                }
+                if !vb {
+                    shape.push(sb[rb - 1]);
+                }
+                Ok(vec![Info {
+                    dtype: a.dtype,
+                    shape,
+                }])
+            }
+            "Gemm" => {
+                let (a, b) = (get(0)?, get(1)?);
+                let m = if attr_i(n, "transA", 0) != 0 {
+                    a.shape[1]
+                } else {
+                    a.shape[0]
+                };
+                let nn = if attr_i(n, "transB", 0) != 0 {
+                    b.shape[0]
+                } else {
+                    b.shape[1]
+                };
+                Ok(vec![Info {
+                    dtype: a.dtype,
+                    shape: vec![m, nn],
+                }])
+            }
+            "Conv" | "ConvTranspose" => {
+                let (x, w) = (get(0)?, get(1)?);
+                let kernel = attr_ints(n, "kernel_shape").unwrap_or_else(|| w.shape[2..].to_vec());
+                let g = geometry(n, &x.shape, &kernel, false)?;
+                let c = if op == "Conv" {
+                    w.shape[0]
+                } else {
+                    w.shape[1] * attr_i(n, "group", 1)
+                };
+                let mut shape = vec![x.shape[0], c];
+                shape.extend(g.out);
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape,
+                }])
+            }
+            "MaxPool" | "AveragePool" | "LpPool" => {
+                let x = get(0)?;
+                let kernel = attr_ints(n, "kernel_shape")
+                    .ok_or_else(|| node_err(n, "kernel_shape missing"))?;
+                let g = geometry(n, &x.shape, &kernel, attr_i(n, "ceil_mode", 0) != 0)?;
+                let mut shape = x.shape[..2].to_vec();
+                shape.extend(g.out);
+                Ok(vec![
+                    Info {
+                        dtype: x.dtype,
+                        shape: shape.clone(),
+                    },
+                    Info { dtype: I64, shape },
+                ])
+            }
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                let x = get(0)?;
+                let mut shape = x.shape.clone();
+                shape[2..].iter_mut().for_each(|d| *d = 1);
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape,
+                }])
+            }
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL2"
+            | "ReduceL1" | "ReduceSumSquare" | "ReduceLogSumExp" | "ArgMax" | "ArgMin" => {
+                let x = get(0)?;
+                let r = x.shape.len();
+                let keep = attr_i(n, "keepdims", 1) != 0;
+                let axes = self.reduce_axes(n, r)?;
+                let mut shape = vec![];
+                for (i, &d) in x.shape.iter().enumerate() {
+                    if axes.contains(&i) {
+                        if keep {
+                            shape.push(1);
+                        }
+                    } else {
+                        shape.push(d);
+                    }
+                }
+                let dtype = if op.starts_with("Arg") { I64 } else { x.dtype };
+                Ok(vec![Info { dtype, shape }])
+            }
+            "Flatten" => {
+                let x = get(0)?;
+                let a = norm_axis(attr_i(n, "axis", 1), x.shape.len());
+                let shape = vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()];
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape,
+                }])
+            }
+            "Reshape" => {
+                let x = get(0)?;
+                let spec = self.known_input(n, 1)?.ints();
+                let allowzero = attr_i(n, "allowzero", 0) != 0;
+                let mut shape: Vec<i64> = spec
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| if d == 0 && !allowzero { x.shape[i] } else { d })
+                    .collect();
+                if let Some(p) = shape.iter().position(|&d| d == -1) {
+                    let rest: i64 = shape.iter().filter(|&&d| d != -1).product();
+                    shape[p] = x.numel() / rest.max(1);
+                }
+                if shape.iter().product::<i64>() != x.numel() {
+                    return Err(node_err(
+                        n,
+                        format!("cannot reshape {:?} to {:?}", x.shape, spec),
+                    ));
+                }
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape,
+                }])
+            }
+            "Transpose" => {
+                let x = get(0)?;
+                let r = x.shape.len() as i64;
+                let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..r).rev().collect());
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape: perm.iter().map(|&p| x.shape[p as usize]).collect(),
+                }])
+            }
+            "Concat" => {
+                let x = get(0)?;
+                let a = norm_axis(attr_i(n, "axis", 0), x.shape.len());
+                let mut shape = x.shape.clone();
+                shape[a] = 0;
+                for i in 0..n.input.len() {
+                    shape[a] += get(i)?.shape[a];
+                }
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape,
+                }])
+            }
+            "Split" => {
+                let x = get(0)?;
+                let a = norm_axis(attr_i(n, "axis", 0), x.shape.len());
+                let sizes = self.split_sizes(n, x.shape[a])?;
+                Ok(sizes
+                    .iter()
+                    .map(|&s| {
+                        let mut shape = x.shape.clone();
+                        shape[a] = s;
+                        Info {
+                            dtype: x.dtype,
+                            shape,
+                        }
+                    })
+                    .collect())
+            }
+            "Slice" => {
+                let x = get(0)?;
+                let ranges = self.slice_ranges(n, &x.shape)?;
+                let mut shape = x.shape.clone();
+                for (axis, start, end, step) in ranges {
+                    shape[axis] = slice_len(start, end, step);
+                }
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape,
+                }])
+            }
+            "Squeeze" | "Unsqueeze" => {
+                let x = get(0)?;
+                let axes = if has(1) {
+                    self.known_input(n, 1)?.ints()
+                } else {
+                    attr_ints(n, "axes").unwrap_or_default()
+                };
+                let shape = if op == "Squeeze" {
+                    let r = x.shape.len();
+                    let axes: Vec<usize> = if axes.is_empty() {
+                        (0..r).filter(|&i| x.shape[i] == 1).collect()
+                    } else {
+                        axes.iter().map(|&a| norm_axis(a, r)).collect()
+                    };
+                    x.shape
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !axes.contains(i))
+                        .map(|(_, &d)| d)
+                        .collect()
+                } else {
+                    let r = x.shape.len() + axes.len();
+                    let axes: Vec<usize> = axes.iter().map(|&a| norm_axis(a, r)).collect();
+                    let mut it = x.shape.iter();
+                    (0..r)
+                        .map(|i| {
+                            if axes.contains(&i) {
+                                1
+                            } else {
+                                *it.next().unwrap()
+                            }
+                        })
+                        .collect()
+                };
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape,
+                }])
+            }
+            "Expand" => {
+                let x = get(0)?;
+                let s = self.known_input(n, 1)?.ints();
+                let shape = broadcast(&[&x.shape, &s])
+                    .ok_or_else(|| node_err(n, "shapes do not broadcast"))?;
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape,
+                }])
+            }
+            "Pad" => {
+                let x = get(0)?;
+                let pads = self.known_input(n, 1)?.ints();
+                let r = x.shape.len();
+                let axes: Vec<usize> = if has(3) {
+                    self.known_input(n, 3)?
+                        .ints()
+                        .iter()
+                        .map(|&a| norm_axis(a, r))
+                        .collect()
+                } else {
+                    (0..r).collect()
+                };
+                let mut shape = x.shape.clone();
+                for (k, &a) in axes.iter().enumerate() {
+                    shape[a] += pads[k] + pads[k + axes.len()];
+                }
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape,
+                }])
+            }
+            "Shape" => {
+                let r = get(0)?.shape.len() as i64;
+                let clamp = |v: i64| if v < 0 { (v + r).max(0) } else { v.min(r) };
+                let (s, e) = (clamp(attr_i(n, "start", 0)), clamp(attr_i(n, "end", r)));
+                Ok(vec![Info {
+                    dtype: I64,
+                    shape: vec![(e - s).max(0)],
+                }])
+            }
+            "Size" => Ok(vec![Info {
+                dtype: I64,
+                shape: vec![],
+            }]),
+            "Constant" => {
+                if let Some(t) = attr(n, "value").and_then(|a| a.t.as_ref()) {
+                    Ok(vec![Info {
+                        dtype: t.data_type,
+                        shape: t.dims.clone(),
+                    }])
+                } else if let Some(a) = attr(n, "value_ints") {
+                    Ok(vec![Info {
+                        dtype: I64,
+                        shape: vec![a.ints.len() as i64],
+                    }])
+                } else if attr(n, "value_int").is_some() {
+                    Ok(vec![Info {
+                        dtype: I64,
+                        shape: vec![],
+                    }])
+                } else if let Some(a) = attr(n, "value_floats") {
+                    Ok(vec![Info {
+                        dtype: F32,
+                        shape: vec![a.floats.len() as i64],
+                    }])
+                } else if attr(n, "value_float").is_some() {
+                    Ok(vec![Info {
+                        dtype: F32,
+                        shape: vec![],
+                    }])
+                } else {
+                    Err(node_err(n, "unsupported Constant attribute"))
+                }
+            }
+            "ConstantOfShape" => {
+                let shape = self.known_input(n, 0)?.ints();
+                let dtype = attr(n, "value")
+                    .and_then(|a| a.t.as_ref())
+                    .map_or(F32, |t| t.data_type);
+                Ok(vec![Info { dtype, shape }])
+            }
+            "Range" => {
+                let k: Vec<f64> = (0..3)
+                    .map(|i| self.known_input(n, i).map(|k| k.vals[0]))
+                    .collect::<Result<_>>()?;
+                let len = (((k[1] - k[0]) / k[2]).ceil()).max(0.0) as i64;
+                Ok(vec![Info {
+                    dtype: get(0)?.dtype,
+                    shape: vec![len],
+                }])
+            }
+            "Gather" => {
+                let (x, idx) = (get(0)?, get(1)?);
+                let a = norm_axis(attr_i(n, "axis", 0), x.shape.len());
+                let mut shape = x.shape[..a].to_vec();
+                shape.extend(&idx.shape);
+                shape.extend(&x.shape[a + 1..]);
+                Ok(vec![Info {
+                    dtype: x.dtype,
+                    shape,
+                }])
+            }
+            "GatherElements" => Ok(vec![Info {
+                dtype: get(0)?.dtype,
+                shape: get(1)?.shape.clone(),
+            }]),
+            "ScatterElements" | "ScatterND" => same(get(0)?),
+            "OneHot" => {
+                let idx = get(0)?;
+                let depth = self.known_input(n, 1)?.vals[0] as i64;
+                let r = idx.shape.len() + 1;
+                let a = norm_axis(attr_i(n, "axis", -1), r);
+                let mut shape = idx.shape.clone();
+                shape.insert(a, depth);
+                Ok(vec![Info {
+                    dtype: get(2)?.dtype,
+                    shape,
+                }])
+            }
+            "BatchNormalization" => {
+                let x = get(0)?.clone();
+                let c = vec![x.shape[1]];
+                Ok(vec![
+                    x.clone(),
+                    Info {
+                        dtype: x.dtype,
+                        shape: c.clone(),
+                    },
+                    Info {
+                        dtype: x.dtype,
+                        shape: c,
+                    },
+                ])
+            }
+            "LayerNormalization" => {
+                let x = get(0)?.clone();
+                let a = norm_axis(attr_i(n, "axis", -1), x.shape.len());
+                let mut stat = x.shape.clone();
+                stat[a..].iter_mut().for_each(|d| *d = 1);
+                Ok(vec![
+                    x.clone(),
+                    Info {
+                        dtype: F32,
+                        shape: stat.clone(),
+                    },
+                    Info {
+                        dtype: F32,
+                        shape: stat,
+                    },
+                ])
+            }
+            _ => Err(node_err(
+                n,
+                "cannot infer the output shapes of this operator",
+            )),
+        }
+    }
+
+    pub fn reduce_axes(&self, n: &NodeProto, rank: usize) -> Result<Vec<usize>> {
+        let from_input = n.input.get(1).is_some_and(|s| !s.is_empty());
+        let axes = if from_input {
+            self.known_input(n, 1)?.ints()
+        } else if n.op_type.starts_with("Arg") {
+            vec![attr_i(n, "axis", 0)]
+        } else {
+            attr_ints(n, "axes").unwrap_or_default()
+        };
+        if axes.is_empty() {
+            if attr_i(n, "noop_with_empty_axes", 0) != 0 {
+                return Ok(vec![]);
+            }
+            return Ok((0..rank).collect());
+        }
+        Ok(axes.iter().map(|&a| norm_axis(a, rank)).collect())
+    }
+
+    pub fn split_sizes(&self, n: &NodeProto, dim: i64) -> Result<Vec<i64>> {
+        if n.input.get(1).is_some_and(|s| !s.is_empty()) {
+            return Ok(self.known_input(n, 1)?.ints());
+        }
+        if let Some(s) = attr_ints(n, "split") {
+            return Ok(s);
+        }
+        let k = n.output.len() as i64;
+        let k = attr_i(n, "num_outputs", k);
+        let chunk = (dim + k - 1) / k;
+        Ok((0..k).map(|i| (dim - i * chunk).clamp(0, chunk)).collect())
+    }
+
+    /// (axis, start, end, step) per sliced axis, clamped like the ONNX spec.
+    pub fn slice_ranges(
+        &self,
+        n: &NodeProto,
+        shape: &[i64],
+    ) -> Result<Vec<(usize, i64, i64, i64)>> {
+        let r = shape.len();
+        let (starts, ends, axes, steps) = if n.input.len() > 1 {
+            let starts = self.known_input(n, 1)?.ints();
+            let ends = self.known_input(n, 2)?.ints();
+            let axes = if n.input.get(3).is_some_and(|s| !s.is_empty()) {
+                self.known_input(n, 3)?.ints()
+            } else {
+                (0..starts.len() as i64).collect()
+            };
+            let steps = if n.input.get(4).is_some_and(|s| !s.is_empty()) {
+                self.known_input(n, 4)?.ints()
+            } else {
+                vec![1; starts.len()]
+            };
+            (starts, ends, axes, steps)
+        } else {
+            let starts = attr_ints(n, "starts").unwrap_or_default();
+            let ends = attr_ints(n, "ends").unwrap_or_default();
+            let axes = attr_ints(n, "axes").unwrap_or_else(|| (0..starts.len() as i64).collect());
+            let steps = vec![1; starts.len()];
+            (starts, ends, axes, steps)
+        };
+        let mut out = vec![];
+        for i in 0..starts.len() {
+            let a = norm_axis(axes[i], r);
+            let d = shape[a];
+            let step = steps[i];
+            let fix = |v: i64, lo: i64, hi: i64| {
+                let v = if v < 0 { v.saturating_add(d) } else { v };
+                v.clamp(lo, hi)
+            };
+            let (s, e) = if step > 0 {
+                (fix(starts[i], 0, d), fix(ends[i], 0, d))
+            } else {
+                (fix(starts[i], 0, d - 1), fix(ends[i], -1, d - 1))
+            };
+            out.push((a, s, e, step));
+        }
+        Ok(out)
+    }
+
+    // ---- evaluation of small known tensors ----------------------------------------
+
+    fn evaluate(&self, n: &NodeProto, infos: &[Info]) -> Option<Vec<Option<Known>>> {
+        let op = n.op_type.as_str();
+        let k = |i: usize| n.input.get(i).and_then(|s| self.known.get(s));
+        let out_dims = infos.first().map(|i| i.shape.clone()).unwrap_or_default();
+        if out_dims.iter().product::<i64>() > KNOWN_LIMIT {
+            return None;
+        }
+        let one = |vals: Vec<f64>| {
+            Some(vec![Some(Known {
+                dims: out_dims.clone(),
+                vals,
+            })])
+        };
+        match op {
+            "Shape" => {
+                let s = &self.info.get(&n.input[0])?.shape;
+                let r = s.len() as i64;
+                let clamp = |v: i64| if v < 0 { (v + r).max(0) } else { v.min(r) };
+                let (a, b) = (clamp(attr_i(n, "start", 0)), clamp(attr_i(n, "end", r)));
+                one(s[a as usize..b.max(a) as usize]
+                    .iter()
+                    .map(|&d| d as f64)
+                    .collect())
+            }
+            "Size" => one(vec![
+                self.info.get(&n.input[0])?.shape.iter().product::<i64>() as f64,
+            ]),
+            "Constant" => {
+                if let Some(t) = attr(n, "value").and_then(|a| a.t.as_ref()) {
+                    one(decode_f64(t)?)
+                } else if let Some(a) = attr(n, "value_ints") {
+                    one(a.ints.iter().map(|&v| v as f64).collect())
+                } else if let Some(a) = attr(n, "value_int") {
+                    one(vec![a.i as f64])
+                } else if let Some(a) = attr(n, "value_floats") {
+                    one(a.floats.iter().map(|&v| v as f64).collect())
+                } else {
+                    attr(n, "value_float").and_then(|a| one(vec![a.f as f64]))
+                }
+            }
+            "Identity" | "Unsqueeze" | "Squeeze" | "Reshape" | "Flatten" => one(k(0)?.vals.clone()),
+            "Cast" => {
+                let to = attr_i(n, "to", 1) as i32;
+                let v = k(0)?.vals.clone();
+                one(if is_float(to) {
+                    v
+                } else {
+                    v.into_iter().map(|x| x.trunc()).collect()
+                })
+            }
+            "ConstantOfShape" => {
+                let v = attr(n, "value")
+                    .and_then(|a| a.t.as_ref())
+                    .and_then(decode_f64)
+                    .map_or(0.0, |v| v[0]);
+                one(vec![v; out_dims.iter().product::<i64>() as usize])
+            }
+            "Concat" => {
+                let mut v = vec![];
+                for i in 0..n.input.len() {
+                    v.extend(k(i)?.vals.iter().copied());
+                }
+                (out_dims.len() == 1).then_some(())?;
+                one(v)
+            }
+            "Gather" => {
+                let (x, idx) = (k(0)?, k(1)?);
+                (x.dims.len() == 1).then_some(())?;
+                let d = x.vals.len() as i64;
+                one(idx
+                    .vals
+                    .iter()
+                    .map(|&i| {
+                        let i = i as i64;
+                        x.vals[(if i < 0 { i + d } else { i }) as usize]
+                    })
+                    .collect())
+            }
+            "Slice" => {
+                let x = k(0)?;
+                (x.dims.len() == 1).then_some(())?;
+                let (_, s, e, st) = *self.slice_ranges(n, &x.dims).ok()?.first()?;
+                let mut v = vec![];
+                let mut i = s;
+                while (st > 0 && i < e) || (st < 0 && i > e) {
+                    v.push(x.vals[i as usize]);
+                    i += st;
+                }
+                one(v)
+            }
+            "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Equal" | "Pow" => {
+                let (a, b) = (k(0)?, k(1)?);
+                let n_out = out_dims.iter().product::<i64>() as usize;
+                let at = |x: &Known, i: usize| {
+                    if x.vals.len() == 1 {
+                        x.vals[0]
+                    } else {
+                        x.vals[i]
+                    }
+                };
+                if !(a.vals.len() == 1 || a.vals.len() == n_out)
+                    || !(b.vals.len() == 1 || b.vals.len() == n_out)
+                {
+                    return None;
+                }
+                let int = !is_float(infos[0].dtype);
+                one((0..n_out)
+                    .map(|i| {
+                        let (x, y) = (at(a, i), at(b, i));
+                        match op {
+                            "Add" => x + y,
+                            "Sub" => x - y,
+                            "Mul" => x * y,
+                            "Div" if int => (x / y).floor(),
+                            "Div" => x / y,
+                            "Max" => x.max(y),
+                            "Min" => x.min(y),
+                            "Pow" => x.powf(y),
+                            _ => (x == y) as i64 as f64,
+                        }
+                    })
+                    .collect())
+            }
+            "Sqrt" => one(k(0)?.vals.iter().map(|v| v.sqrt()).collect()),
+            "Neg" => one(k(0)?.vals.iter().map(|v| -v).collect()),
+            "Range" => {
+                let (s, l, d) = (k(0)?.vals[0], k(1)?.vals[0], k(2)?.vals[0]);
+                let len = (((l - s) / d).ceil()).max(0.0) as usize;
+                one((0..len).map(|i| s + d * i as f64).collect())
+            }
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn slice_len(start: i64, end: i64, step: i64) -> i64 {
+    if step > 0 {
+        ((end - start + step - 1) / step).max(0)
+    } else {
+        ((start - end + (-step) - 1) / (-step)).max(0)
+    }
+}

@@ -1,0 +1,131 @@
+//! Training from Rust without ONNX Runtime's training API.
+//!
+//! ORT's training build was discontinued after 1.19.2, so pa-onnx writes the
+//! training graph itself: the forward model with its trainable tensors
+//! turned into graph inputs, normalization and dropout switched to training
+//! behaviour, a loss appended, and the reverse-mode gradient of that loss
+//! spelled out in default-domain ONNX operators. Any current ONNX Runtime
+//! (CPU or CUDA) or tract can then run one training step as plain inference;
+//! the optimizer state stays in Rust ([`optim`], [`Trainer`]).
+//!
+//! Layout: [`ir`] is the working graph with static shapes, [`grad`] the
+//! per-operator gradient rules, [`builder`] the pass that assembles them.
+
+mod builder;
+mod grad;
+mod ir;
+
+pub use builder::build_training_graph;
+
+/// Why a training graph could not be built or a step could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// The bytes are not an ONNX model.
+    #[error("cannot decode the model: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// The model is valid ONNX but outside what the builder handles.
+    #[error("{0}")]
+    Model(String),
+    /// A graph input has a dimension without a value.
+    #[error("input `{input}` has the dynamic dimension `{dim}`; hint: give a batch size so the training graph gets static shapes")]
+    DynamicInput { input: String, dim: String },
+    /// An operator on the path from a trainable tensor to the loss has no gradient rule.
+    #[error("node `{node}` ({op}): no gradient rule for this operator, and it lies between a trainable tensor and the loss")]
+    UnsupportedOp { node: String, op: String },
+    /// A node the builder understands, with attributes or inputs it cannot handle.
+    #[error("node `{node}` ({op}): {msg}")]
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
+    /// Running the training graph failed.
+    #[error("running the training graph: {0}")]
+    Run(String),
+}
+
+/// The loss appended to the model's first output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LossKind {
+    /// Softmax cross-entropy on `[N, K]` logits with int64 `labels` `[N]`, mean over the batch.
+    #[default]
+    CrossEntropy,
+    /// Mean squared error against a float `targets` input shaped like the output.
+    MeanSquaredError,
+}
+
+/// How to build the training graph.
+#[derive(Clone, Debug)]
+pub struct TrainGraphOptions {
+    pub loss: LossKind,
+    /// Value for every input dimension the model leaves symbolic.
+    pub batch_size: Option<i64>,
+    /// Train exactly these initializers instead of the automatic choice
+    /// (weights and biases of Gemm/MatMul/Conv/ConvTranspose, scales and
+    /// shifts of BatchNormalization/LayerNormalization).
+    pub trainable: Option<Vec<String>>,
+    /// Initializers to keep frozen even if the automatic choice picks them.
+    pub frozen: Vec<String>,
+    /// Dropout in training mode (random mask) rather than identity.
+    pub dropout: bool,
+    /// Seed for the Dropout masks (ONNX `seed` attribute); `None` leaves it unseeded.
+    pub dropout_seed: Option<i64>,
+}
+
+impl Default for TrainGraphOptions {
+    fn default() -> Self {
+        TrainGraphOptions {
+            loss: LossKind::CrossEntropy,
+            batch_size: None,
+            trainable: None,
+            frozen: vec![],
+            dropout: true,
+            dropout_seed: Some(0),
+        }
+    }
+}
+
+/// A trainable tensor: a graph input of the training graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    /// The value the forward model stored for it.
+    pub init: Vec<f32>,
+    /// The graph output holding d(loss)/d(this tensor).
+    pub grad: String,
+}
+
+/// A BatchNormalization running statistic: fed in as `input`, returned updated as `output`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunningStat {
+    pub input: String,
+    pub output: String,
+    pub shape: Vec<i64>,
+    pub init: Vec<f32>,
+}
+
+/// A data input of the training graph (the model's own inputs and the labels).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataInput {
+    pub name: String,
+    /// ONNX element type (1 = float, 7 = int64).
+    pub elem_type: i32,
+    pub shape: Vec<i64>,
+}
+
+/// The training graph and what a caller needs to feed and read it.
+#[derive(Clone, Debug)]
+pub struct TrainingGraph {
+    /// The encoded standalone ONNX model.
+    pub model: Vec<u8>,
+    /// The model's inputs, then the labels/targets input.
+    pub data_inputs: Vec<DataInput>,
+    /// Name of the labels (`labels`) or targets (`targets`) input.
+    pub labels: String,
+    /// Name of the scalar loss output.
+    pub loss: String,
+    pub params: Vec<TrainTensor>,
+    pub running_stats: Vec<RunningStat>,
+}

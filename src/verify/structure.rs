@@ -1,0 +1,316 @@
+//! The structural proof: every tensor of a candidate is a bitwise
+//! permutation of the same tensor in the original, and nothing else differs.
+//!
+//! Two files laid out alike (what pa-onnx writes) are compared byte for byte
+//! outside the tensor payloads. Files that were re-encoded by another tool
+//! cannot be aligned that way; they are compared tensor by tensor by name,
+//! and node by node, and every difference is listed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::onnx::payload;
+use crate::onnx::{Model, Storage, Tensor};
+
+/// How the two files were compared.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Same layout: all bytes outside tensor payloads compared directly.
+    Aligned,
+    /// Different layouts: tensors matched by name, nodes by position.
+    ByName,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Difference {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensor: Option<String>,
+    pub detail: String,
+}
+
+/// The outcome of [`compare_files`].
+#[derive(Debug, Clone, Serialize)]
+pub struct StructureReport {
+    pub mode: Mode,
+    /// Tensors whose values were rearranged.
+    pub permuted: Vec<String>,
+    /// Tensors whose payload is byte-identical.
+    pub identical: Vec<String>,
+    /// Everything that breaks the permutation property.
+    pub differences: Vec<Difference>,
+}
+
+impl StructureReport {
+    pub fn passed(&self) -> bool {
+        self.differences.is_empty()
+    }
+}
+
+fn in_file_range(t: &Tensor) -> Option<Range<usize>> {
+    match &t.storage {
+        Storage::Raw(r) | Storage::Packed { range: r, .. } => Some(r.clone()),
+        _ => None,
+    }
+}
+
+/// Compares the tensor payloads of matched pairs.
+fn compare_tensors(
+    a: &Model,
+    b: &Model,
+    pairs: &[(usize, usize)],
+    report: &mut StructureReport,
+) -> Result<()> {
+    let results: Vec<Result<(String, Option<bool>, Option<String>)>> = pairs
+        .par_iter()
+        .map(|&(i, j)| {
+            let (ta, tb) = (&a.tensors[i], &b.tensors[j]);
+            let name = ta.name.clone();
+            if ta.dtype != tb.dtype {
+                return Ok((name, None, Some(format!("dtype {} became {}", ta.dtype, tb.dtype))));
+            }
+            if ta.dims != tb.dims {
+                return Ok((
+                    name,
+                    None,
+                    Some(format!("shape {:?} became {:?}", ta.dims, tb.dims)),
+                ));
+            }
+            let (pa, pb) = (a.payload(ta)?, b.payload(tb)?);
+            if pa == pb {
+                return Ok((name, Some(false), None));
+            }
+            let (ea, eb) = (payload::encoding(ta), payload::encoding(tb));
+            let same = match (ea, eb) {
+                (Some(x), Some(y)) if x == y => payload::same_multiset(x, &pa, &pb),
+                // Different storage of the same values (e.g. float_data
+                // re-encoded as raw_data): compare decoded values.
+                (Some(_), Some(_)) if ta.dtype.is_rewirable_float() => {
+                    let mut x: Vec<u64> = payload::decode_f64(ta, &pa)?.iter().map(|v| v.to_bits()).collect();
+                    let mut y: Vec<u64> = payload::decode_f64(tb, &pb)?.iter().map(|v| v.to_bits()).collect();
+                    x.sort_unstable();
+                    y.sort_unstable();
+                    x == y
+                }
+                _ => false,
+            };
+            if same {
+                Ok((name, Some(true), None))
+            } else {
+                Ok((
+                    name,
+                    None,
+                    Some("values are not a permutation of the original's".into()),
+                ))
+            }
+        })
+        .collect();
+    for r in results {
+        let (name, permuted, diff) = r?;
+        match (permuted, diff) {
+            (Some(true), _) => report.permuted.push(name),
+            (Some(false), _) => report.identical.push(name),
+            (None, Some(detail)) => report.differences.push(Difference {
+                tensor: Some(name),
+                detail,
+            }),
+            (None, None) => unreachable!(),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` share one layout: the same tensors at the same
+/// offsets, the same external files.
+fn aligned(a: &Model, b: &Model) -> bool {
+    a.bytes.len() == b.bytes.len()
+        && a.tensors.len() == b.tensors.len()
+        && a.tensors.iter().zip(&b.tensors).all(|(x, y)| {
+            x.key == y.key
+                && match (&x.storage, &y.storage) {
+                    (Storage::Raw(r), Storage::Raw(s)) => r == s,
+                    (Storage::Packed { field: f, range: r }, Storage::Packed { field: g, range: s }) => {
+                        f == g && r == s
+                    }
+                    (
+                        Storage::External {
+                            location: l1,
+                            offset: o1,
+                            length: n1,
+                            ..
+                        },
+                        Storage::External {
+                            location: l2,
+                            offset: o2,
+                            length: n2,
+                            ..
+                        },
+                    ) => l1 == l2 && o1 == o2 && n1 == n2,
+                    (x, y) => x == y,
+                }
+        })
+}
+
+/// Compares bytes outside payload ranges; returns the first differing
+/// offset.
+fn first_gap_difference(a: &[u8], b: &[u8], holes: &[Range<usize>]) -> Option<usize> {
+    let mut pos = 0;
+    let end = a.len().min(b.len());
+    for hole in holes.iter().chain(std::iter::once(&(end..end))) {
+        if hole.start > pos {
+            let (x, y) = (&a[pos..hole.start], &b[pos..hole.start]);
+            if x != y {
+                let k = x.iter().zip(y).position(|(p, q)| p != q).unwrap_or(0);
+                return Some(pos + k);
+            }
+        }
+        pos = pos.max(hole.end);
+    }
+    None
+}
+
+fn external_gaps(a: &Model, b: &Model, report: &mut StructureReport) -> Result<()> {
+    // Group each external file's tensor ranges, then compare the rest.
+    let mut files: BTreeMap<(String, std::path::PathBuf, std::path::PathBuf), Vec<Range<usize>>> = BTreeMap::new();
+    for (x, y) in a.tensors.iter().zip(&b.tensors) {
+        if let (
+            Storage::External {
+                location,
+                file: fa,
+                offset,
+                length,
+            },
+            Storage::External { file: fb, .. },
+        ) = (&x.storage, &y.storage)
+        {
+            files
+                .entry((location.clone(), fa.clone(), fb.clone()))
+                .or_default()
+                .push(*offset as usize..(*offset + *length) as usize);
+        }
+    }
+    for ((location, fa, fb), mut holes) in files {
+        holes.sort_by_key(|r| r.start);
+        let read = |p: &Path| std::fs::read(p).map_err(|e| crate::Error::io("cannot read", p, e));
+        let (da, db) = (read(&fa)?, read(&fb)?);
+        if da.len() != db.len() {
+            report.differences.push(Difference {
+                tensor: None,
+                detail: format!(
+                    "external file `{location}` has {} bytes, the original's {}",
+                    db.len(),
+                    da.len()
+                ),
+            });
+        } else if let Some(off) = first_gap_difference(&da, &db, &holes) {
+            report.differences.push(Difference {
+                tensor: None,
+                detail: format!("external file `{location}` differs at byte {off}, outside any tensor"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn compare_by_name(a: &Model, b: &Model, report: &mut StructureReport) -> Result<()> {
+    let bk: HashMap<&str, usize> = b.tensors_by_key();
+    let ak: HashMap<&str, usize> = a.tensors_by_key();
+    let mut pairs = Vec::new();
+    for (i, t) in a.tensors.iter().enumerate() {
+        match bk.get(t.key.as_str()) {
+            Some(&j) => pairs.push((i, j)),
+            None => report.differences.push(Difference {
+                tensor: Some(t.name.clone()),
+                detail: "missing from the candidate".into(),
+            }),
+        }
+    }
+    for t in &b.tensors {
+        if !ak.contains_key(t.key.as_str()) {
+            report.differences.push(Difference {
+                tensor: Some(t.name.clone()),
+                detail: "not in the original".into(),
+            });
+        }
+    }
+    compare_tensors(a, b, &pairs, report)?;
+    // The graph: same nodes, in the same order, wired the same way.
+    if a.graphs.len() != b.graphs.len() {
+        report.differences.push(Difference {
+            tensor: None,
+            detail: format!("{} graphs became {}", a.graphs.len(), b.graphs.len()),
+        });
+        return Ok(());
+    }
+    for (gi, (ga, gb)) in a.graphs.iter().zip(&b.graphs).enumerate() {
+        let where_ = a.graph_label(gi);
+        if ga.inputs != gb.inputs || ga.outputs != gb.outputs {
+            report.differences.push(Difference {
+                tensor: None,
+                detail: format!("the inputs or outputs of the {where_} differ"),
+            });
+        }
+        if ga.nodes.len() != gb.nodes.len() {
+            report.differences.push(Difference {
+                tensor: None,
+                detail: format!("the {where_} has {} nodes, the original {}", gb.nodes.len(), ga.nodes.len()),
+            });
+            continue;
+        }
+        for (k, (&na, &nb)) in ga.nodes.iter().zip(&gb.nodes).enumerate() {
+            let (x, y) = (&a.nodes[na], &b.nodes[nb]);
+            if x.op_type != y.op_type || x.domain != y.domain || x.inputs != y.inputs || x.outputs != y.outputs {
+                report.differences.push(Difference {
+                    tensor: None,
+                    detail: format!(
+                        "node {k} of the {where_}: {} `{}` became {} `{}` or was rewired differently",
+                        x.op_type,
+                        x.label(na),
+                        y.op_type,
+                        y.label(nb)
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Proves (or refutes) that `candidate` holds the same model as `original`
+/// with each tensor's values permuted.
+pub fn compare_models(original: &Model, candidate: &Model) -> Result<StructureReport> {
+    let mut report = StructureReport {
+        mode: Mode::ByName,
+        permuted: Vec::new(),
+        identical: Vec::new(),
+        differences: Vec::new(),
+    };
+    if aligned(original, candidate) {
+        report.mode = Mode::Aligned;
+        let mut holes: Vec<Range<usize>> = original.tensors.iter().filter_map(in_file_range).collect();
+        holes.sort_by_key(|r| r.start);
+        if let Some(off) = first_gap_difference(&original.bytes, &candidate.bytes, &holes) {
+            report.differences.push(Difference {
+                tensor: None,
+                detail: format!("the model files differ at byte {off}, outside any tensor payload"),
+            });
+        }
+        external_gaps(original, candidate, &mut report)?;
+        let pairs: Vec<(usize, usize)> = (0..original.tensors.len()).map(|i| (i, i)).collect();
+        compare_tensors(original, candidate, &pairs, &mut report)?;
+    } else {
+        compare_by_name(original, candidate, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// [`compare_models`] on two files.
+pub fn compare_files(original: &Path, candidate: &Path) -> Result<StructureReport> {
+    let (a, b) = rayon::join(|| Model::open(original), || Model::open(candidate));
+    compare_models(&a?, &b?)
+}

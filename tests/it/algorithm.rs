@@ -1,0 +1,177 @@
+//! The invariants of ALGORITHM.md sections 2-5, exact, and the statistical
+//! effect against the paper's reference figures.
+
+use pa_onnx::rewire::{self, pass, Method, Options, Workspace};
+
+use crate::fixtures::kaiming;
+
+fn matrix(rows: usize, cols: usize, seed: u64) -> (Vec<f64>, Vec<u32>) {
+    let v: Vec<f64> = kaiming(rows * cols, cols, seed).into_iter().map(f64::from).collect();
+    let idx = (0..(rows * cols) as u32).collect();
+    (v, idx)
+}
+
+fn sorted_bits(v: &[f64]) -> Vec<u64> {
+    let mut b: Vec<u64> = v.iter().map(|x| x.to_bits()).collect();
+    b.sort_unstable();
+    b
+}
+
+#[test]
+fn pass_one_keeps_each_row_and_row_zero() {
+    for method in [Method::Pa, Method::Deterministic] {
+        let (rows, cols) = (37, 53);
+        let (mut v, mut idx) = matrix(rows, cols, 3);
+        let orig = v.clone();
+        let mut rng = rewire::tensor_rng(1, "t");
+        pass(&mut v, &mut idx, rows, cols, method, true, &mut rng, &mut Workspace::default());
+        assert_eq!(&v[..cols], &orig[..cols], "row 0 changed");
+        for r in 0..rows {
+            let range = r * cols..(r + 1) * cols;
+            assert_eq!(sorted_bits(&v[range.clone()]), sorted_bits(&orig[range.clone()]), "row {r}");
+            // Indices travel with their values.
+            for (k, &i) in idx[range.clone()].iter().enumerate() {
+                assert_eq!(orig[i as usize].to_bits(), v[range.start + k].to_bits());
+            }
+        }
+        assert_ne!(v, orig, "{method}: nothing moved");
+    }
+}
+
+#[test]
+fn pass_two_keeps_the_column_sums_of_pass_one() {
+    let (rows, cols) = (40, 30);
+    let (mut v, mut idx) = matrix(rows, cols, 4);
+    let opts = Options { method: Method::Pa, stabilize: 0, seed: 9 };
+    // Pass 1 alone, with the same stream as the full rewiring.
+    let mut rng = rewire::tensor_rng(opts.seed, "m");
+    let (mut v1, mut i1) = (v.clone(), idx.clone());
+    pass(&mut v1, &mut i1, rows, cols, Method::Pa, true, &mut rng, &mut Workspace::default());
+    let col_sums = |m: &[f64]| (0..cols).map(|j| (0..rows).map(|i| m[i * cols + j]).sum::<f64>()).collect::<Vec<_>>();
+    let after_one = col_sums(&v1);
+    let mut rng = rewire::tensor_rng(opts.seed, "m");
+    rewire::pa_rewire(&mut v, &mut idx, rows, cols, &opts, &mut rng, &mut Workspace::default());
+    let after_two = col_sums(&v);
+    for (a, b) in after_one.iter().zip(&after_two) {
+        assert!((a - b).abs() < 1e-9, "column sum {a} became {b}");
+    }
+    // And every column holds the values pass 1 left in it.
+    for j in 0..cols {
+        let col = |m: &[f64]| sorted_bits(&(0..rows).map(|i| m[i * cols + j]).collect::<Vec<_>>());
+        assert_eq!(col(&v1), col(&v));
+    }
+}
+
+#[test]
+fn one_row_or_one_column_matrices() {
+    for (rows, cols) in [(1usize, 50usize), (50, 1), (1, 1)] {
+        let (mut v, mut idx) = matrix(rows, cols, 5);
+        let orig = v.clone();
+        let mut rng = rewire::tensor_rng(1, "x");
+        rewire::pa_rewire(&mut v, &mut idx, rows, cols, &Options::default(), &mut rng, &mut Workspace::default());
+        // Pass over the single-row axis changes nothing; the other pass may
+        // not either (its rows have one element each).
+        assert_eq!(v, orig, "{rows}x{cols}");
+    }
+}
+
+#[test]
+fn the_permutation_moves_values_exactly() {
+    // Duplicates, signed zeros and extremes.
+    let mut vals: Vec<f64> = vec![0.0, -0.0, 1.0, 1.0, -1.0, f32::MAX as f64, f32::MIN_POSITIVE as f64, -3.5];
+    vals.extend(kaiming(64 - vals.len(), 8, 1).into_iter().map(f64::from));
+    let out = rewire::rewire_values(&vals, &[8, 8], &[0, 1], "k", &Options::default());
+    let moved: Vec<f64> = out.perm.iter().map(|&p| vals[p as usize]).collect();
+    assert_eq!(sorted_bits(&moved), sorted_bits(&vals));
+    let mut seen = out.perm.clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..64).collect::<Vec<u32>>(), "not a permutation");
+}
+
+#[test]
+fn transposed_views_address_storage_correctly() {
+    // dims [K=3, N=4] viewed as [N, K]: view (i, j) is storage (j, i).
+    let idx = rewire::view_index(&[3, 4], &[1, 0]);
+    assert_eq!(idx, vec![0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]);
+    // A conv [O=2, I=2, k=2] seen through Transpose perm [1,0,2].
+    let idx = rewire::view_index(&[2, 2, 2], &[1, 0, 2]);
+    assert_eq!(idx, vec![0, 1, 4, 5, 2, 3, 6, 7]);
+}
+
+#[test]
+fn same_seed_same_result_other_seed_other_result() {
+    let vals: Vec<f64> = kaiming(64 * 32, 32, 2).into_iter().map(f64::from).collect();
+    let a = rewire::rewire_values(&vals, &[64, 32], &[0, 1], "w", &Options { seed: 1, ..Default::default() });
+    let b = rewire::rewire_values(&vals, &[64, 32], &[0, 1], "w", &Options { seed: 1, ..Default::default() });
+    let c = rewire::rewire_values(&vals, &[64, 32], &[0, 1], "w", &Options { seed: 2, ..Default::default() });
+    let d = rewire::rewire_values(&vals, &[64, 32], &[0, 1], "other", &Options { seed: 1, ..Default::default() });
+    assert_eq!(a.perm, b.perm);
+    assert_ne!(a.perm, c.perm);
+    assert_ne!(a.perm, d.perm);
+}
+
+#[test]
+fn deterministic_method_ignores_the_seed_and_balances() {
+    let vals: Vec<f64> = kaiming(128 * 256, 256, 6).into_iter().map(f64::from).collect();
+    let a = rewire::rewire_values(&vals, &[128, 256], &[0, 1], "w", &Options { seed: 1, method: Method::Deterministic, stabilize: 0 });
+    let b = rewire::rewire_values(&vals, &[128, 256], &[0, 1], "w", &Options { seed: 2, method: Method::Deterministic, stabilize: 0 });
+    assert_eq!(a.perm, b.perm);
+    assert!(a.after.row_std < a.before.row_std / 3.0, "{:?}", a);
+    assert!(a.after.col_std < a.before.col_std / 3.0, "{:?}", a);
+}
+
+#[test]
+fn stabilization_keeps_the_multiset_and_does_not_hurt() {
+    let vals: Vec<f64> = kaiming(32 * 48, 48, 7).into_iter().map(f64::from).collect();
+    let plain = rewire::rewire_values(&vals, &[32, 48], &[0, 1], "w", &Options::default());
+    let stab = rewire::rewire_values(&vals, &[32, 48], &[0, 1], "w", &Options { stabilize: 20, ..Default::default() });
+    let moved: Vec<f64> = stab.perm.iter().map(|&p| vals[p as usize]).collect();
+    assert_eq!(sorted_bits(&moved), sorted_bits(&vals));
+    assert_ne!(plain.perm, stab.perm);
+    assert!(stab.after.row_std < stab.before.row_std);
+}
+
+/// Median over seeds of (row std before, row after, col before, col after).
+fn medians(rows: usize, cols: usize, seeds: u64) -> [f64; 4] {
+    let mut acc: [Vec<f64>; 4] = Default::default();
+    for s in 0..seeds {
+        let vals: Vec<f64> = kaiming(rows * cols, cols, 100 + s).into_iter().map(f64::from).collect();
+        let o = rewire::rewire_values(&vals, &[rows as u64, cols as u64], &[0, 1], "w", &Options { seed: s, ..Default::default() });
+        for (a, v) in acc.iter_mut().zip([o.before.row_std, o.after.row_std, o.before.col_std, o.after.col_std]) {
+            a.push(v);
+        }
+    }
+    acc.map(|mut v| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    })
+}
+
+fn assert_close(what: &str, got: f64, want: f64) {
+    if std::env::var("PA_FIDELITY_PRINT").is_ok() { return; }
+    assert!((got - want).abs() <= 0.10 * want, "{what}: got {got:.4}, reference {want}");
+}
+
+#[test]
+fn fidelity_to_the_reference_figures() {
+    // (rows, cols, row before, row after, col before, col after), measured
+    // with the authors' reference code (ALGORITHM.md, issue 3).
+    // A 64-row matrix gives noisy strength statistics (the per-seed spread
+    // of the row std after rewiring is about 10%), so that case takes more
+    // seeds; scripts/reference_pa.py, a numpy statement of the reference
+    // algorithm, gives medians of 0.203 and 0.210 for it over 30 seeds.
+    let cases = [
+        (64, 784, 1.44, 0.22, 0.41, 0.21, 31),
+        (512, 512, 1.37, 0.23, 1.42, 0.23, 10),
+        (512, 4608, 1.40, 0.12, 0.47, 0.13, 10),
+    ];
+    for (r, c, rb, ra, cb, ca, seeds) in cases {
+        let [mrb, mra, mcb, mca] = medians(r, c, seeds);
+        eprintln!("{r}x{c}: row {mrb:.4} -> {mra:.4}, col {mcb:.4} -> {mca:.4}");
+        let name = format!("{r}x{c}");
+        assert_close(&format!("{name} row before"), mrb, rb);
+        assert_close(&format!("{name} row after"), mra, ra);
+        assert_close(&format!("{name} col before"), mcb, cb);
+        assert_close(&format!("{name} col after"), mca, ca);
+    }
+}

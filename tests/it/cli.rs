@@ -1,0 +1,177 @@
+//! The command line as users run it: exit statuses, messages, and what is
+//! (not) left on disk.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::fixtures::*;
+
+fn pa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pa-onnx"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("the binary runs")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn inspect_json_lists_weights_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_temp(dir.path(), "mlp.onnx", &mlp(8, 6, 3));
+    let o = pa(&["inspect", s(&m), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let w = v["weights"].as_array().unwrap();
+    assert_eq!(w.len(), 2);
+    for key in ["name", "op", "dtype", "shape", "rows", "cols", "storage"] {
+        assert!(w[0].get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["skipped"][0]["name"], "b1");
+    assert!(v["skipped"][0]["reason"].as_str().unwrap().contains("bias"));
+    let o = pa(&["inspect", s(&m)]);
+    assert!(stdout(&o).contains("weights: 2"), "{}", stdout(&o));
+}
+
+#[test]
+fn verify_exit_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = mlp(8, 6, 3);
+    let m = write_temp(dir.path(), "a.onnx", &bytes);
+    let o = pa(&["verify", s(&m), s(&m)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+
+    // One weight value changed: exit 1, the tensor named.
+    let model = pa_onnx::onnx::Model::open(&m).unwrap();
+    let w1 = model.tensors.iter().find(|t| t.name == "w1").unwrap();
+    let pa_onnx::onnx::Storage::Raw(r) = &w1.storage else { panic!() };
+    let mut changed = bytes.clone();
+    changed[r.start] ^= 1;
+    let c = write_temp(dir.path(), "changed.onnx", &changed);
+    let o = pa(&["verify", s(&m), s(&c)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("`w1`"), "{}", stdout(&o));
+
+    // Truncated: exit 2, one line.
+    let t = write_temp(dir.path(), "trunc.onnx", &bytes[..bytes.len() / 2]);
+    let o = pa(&["verify", s(&m), s(&t)]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.lines().next().unwrap().contains("malformed"), "{err}");
+}
+
+#[test]
+fn rewire_then_verify_and_reproducibility_across_thread_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_temp(dir.path(), "mlp.onnx", &mlp(32, 24, 10));
+    let out = |n: &str| dir.path().join(n);
+    let run = |name: &str, threads: &str, seed: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_pa-onnx"))
+            .args(["rewire", s(&m), s(&out(name)), "--seed", seed, "--quiet"])
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(o.stdout.is_empty(), "--quiet printed {}", stdout(&o));
+        std::fs::read(out(name)).unwrap()
+    };
+    let a = run("a.onnx", "1", "5");
+    let b = run("b.onnx", "2", "5");
+    let c = run("c.onnx", "2", "6");
+    assert_eq!(a, b, "thread count changed the output");
+    assert_ne!(a, c, "seed had no effect");
+    let o = pa(&["verify", s(&m), s(&out("a.onnx")), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["structure"]["permuted"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn rewire_report_and_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_temp(dir.path(), "mlp.onnx", &mlp(16, 12, 4));
+    let out = dir.path().join("out.onnx");
+    let rep = dir.path().join("report.json");
+    let o = pa(&["rewire", s(&m), s(&out), "--report", s(&rep), "--seed", "3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("strength variance"), "{}", stdout(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    assert_eq!(v["seed"], 3);
+    assert_eq!(v["method"], "pa");
+    assert_eq!(v["input"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(v["output"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 2);
+    let t = &v["tensors"][0];
+    for k in ["name", "op", "shape", "rows", "cols", "before", "after"] {
+        assert!(t.get(k).is_some(), "missing {k}");
+    }
+    assert!(v["skipped"].as_array().unwrap().iter().any(|s| s["name"] == "b1"));
+
+    let dry = dir.path().join("dry.onnx");
+    let o = pa(&["rewire", s(&m), s(&dry), "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!dry.exists(), "--dry-run wrote a file");
+    assert!(stdout(&o).contains("would rewire 2 tensors"), "{}", stdout(&o));
+}
+
+#[test]
+fn rewire_selection_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_temp(dir.path(), "mlp.onnx", &mlp(16, 12, 4));
+    let json = |args: &[&str]| {
+        let mut all = vec!["rewire", s(&m), "--dry-run", "--json"];
+        all.extend_from_slice(args);
+        let o = pa(&all);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["tensors"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(json(&["--op", "Gemm"]), ["w1"]);
+    assert_eq!(json(&["--exclude", "^w1$"]), ["w2"]);
+    assert_eq!(json(&["--include", "fc2"]), ["w2"]);
+    assert_eq!(json(&["--min-size", "100"]), ["w1"]);
+    let o = pa(&["rewire", s(&m), "--dry-run", "--include", "("]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--include"), "{}", stderr(&o));
+    let o = pa(&["rewire", s(&m), "--dry-run", "--op", "Gather"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn bad_input_gives_one_line_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.onnx", vec![]),
+        ("text.onnx", b"this is not a model at all".to_vec()),
+        ("truncated.onnx", mlp(8, 6, 3)[..100].to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let p = write_temp(dir.path(), name, &bytes);
+        let out = dir.path().join(format!("{name}.out"));
+        let o = pa(&["rewire", s(&p), s(&out)]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).starts_with("error: "), "{name}: {}", stderr(&o));
+        assert!(!out.exists(), "{name}: output written");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{name}: temporary files left");
+    }
+    let o = pa(&["inspect", s(&dir.path().join("missing.onnx"))]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("missing.onnx"));
+}

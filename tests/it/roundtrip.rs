@@ -1,0 +1,210 @@
+//! Exactness: an identity write is byte-identical, a rewrite changes only
+//! the payloads of rewired weights, on every committed model and on fixtures
+//! carrying every kind of field an exporter may write.
+
+use std::path::{Path, PathBuf};
+
+use pa_onnx::onnx::patch::{write_patched, WriteOptions};
+use pa_onnx::onnx::Model;
+use pa_onnx::pipeline::{rewire_file, RewireOptions};
+use pa_onnx::verify::structure::{compare_files, Mode};
+
+use crate::fixtures::*;
+
+/// Every `.onnx` under `models/` (committed exports), sorted.
+pub fn committed_models() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                // Large models are generated on demand and not committed.
+                if p.file_name().is_some_and(|n| n != "large") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "onnx") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A model with every field an exporter may write, including fields no
+/// ONNX version defines yet (numbers 900+), at every level.
+pub fn kitchen_sink(dir: &Path) -> PathBuf {
+    let unknown = |m: Msg| m.varint(901, 7).str(902, "future").fixed32(903, 1);
+    let meta = |k: &str, v: &str| Msg::new().str(1, k).str(2, v);
+    let w_ext = kaiming(6 * 4, 4, 11);
+    let mut data = vec![0xAAu8; 16]; // padding before, kept as is
+    let off = data.len() as u64;
+    data.extend(f32_bytes(&w_ext));
+    data.extend([0x55u8; 8]);
+    std::fs::write(dir.join("weights.bin"), &data).unwrap();
+
+    let body = graph(GraphSpec {
+        name: "loop_body".into(),
+        nodes: vec![node("MatMul", "lm", &["x", "w_raw"], &["lb"], vec![])],
+        initializers: vec![],
+        inputs: vec![value_info("i", INT64, &[]), value_info("c", 9, &[])],
+        outputs: vec![value_info("c", 9, &[]), value_info("lb", FLOAT, &[4, 5])],
+    });
+    let nodes = vec![
+        unknown(node("MatMul", "m_raw", &["x", "w_raw"], &["a"], vec![]))
+            .str(6, "node doc string")
+            .msg(9, meta("node_key", "node_value")),
+        node("MatMul", "m_float", &["x", "w_float"], &["b"], vec![]),
+        node("Cast", "to16", &["x"], &["x16"], vec![attr_int("to", 10)]),
+        node("MatMul", "m_f16", &["x16", "w_f16"], &["c16"], vec![]),
+        node("MatMul", "m_ext", &["x", "w_ext"], &["d"], vec![]),
+        node("Constant", "cst", &[], &["w_const"], vec![attr_tensor("value", tensor_f32("", &[4, 3], &kaiming(12, 4, 12)))]),
+        node("MatMul", "m_const", &["x", "w_const"], &["e"], vec![]),
+        node("Loop", "loop", &["", "cond"], &["c_out", "lb_out"], vec![attr_graph("body", body)]),
+    ];
+    let g = unknown(graph(GraphSpec {
+        name: "sink".into(),
+        nodes,
+        initializers: vec![
+            unknown(tensor_f32("w_raw", &[4, 5], &kaiming(20, 4, 13))).str(12, "tensor doc"),
+            tensor_float_data("w_float", &[4, 7], &kaiming(28, 4, 14)),
+            tensor_f16_int32("w_f16", &[4, 3], &kaiming(12, 4, 15)),
+            tensor_external("w_ext", FLOAT, &[4, 6], "weights.bin", off, 96),
+        ],
+        inputs: vec![value_info("x", FLOAT, &[4, 4]), value_info("cond", 9, &[])],
+        outputs: vec![value_info("a", FLOAT, &[4, 5])],
+    }))
+    .str(10, "graph doc")
+    .msg(16, meta("graph_key", "graph_value"))
+    .msg(15, Msg::new().msg(1, tensor_f32("sp_values", &[2], &[1.0, 2.0])).msg(2, tensor_raw("sp_idx", 7, &[2], &[0; 16])).packed(3, &[4]));
+    let func = Msg::new()
+        .str(1, "Helper")
+        .str(4, "p")
+        .str(5, "q")
+        .msg(7, node("Relu", "r", &["p"], &["q"], vec![]))
+        .str(10, "local")
+        .str(8, "function doc");
+    let training = Msg::new().msg(
+        1,
+        graph(GraphSpec {
+            name: "init".into(),
+            nodes: vec![],
+            initializers: vec![tensor_f32("train_state", &[2], &[0.5, 0.25])],
+            inputs: vec![],
+            outputs: vec![],
+        }),
+    );
+    let bytes = {
+        let mut m = unknown(Msg(model(g, vec![(25, func), (20, training), (14, meta("model_key", "model_value"))])));
+        m = m.str(6, "model doc string");
+        m.0
+    };
+    write_temp(dir, "sink.onnx", &bytes)
+}
+
+fn identity_round_trip(path: &Path) {
+    let model = Model::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("copy.onnx");
+    write_patched(&model, &out, &[], WriteOptions::default()).unwrap();
+    assert!(std::fs::read(path).unwrap() == std::fs::read(&out).unwrap(), "{} changed", path.display());
+}
+
+#[test]
+fn identity_round_trip_of_every_committed_model() {
+    let models = committed_models();
+    for p in &models {
+        identity_round_trip(p);
+    }
+    eprintln!("identity round trip on {} committed models", models.len());
+}
+
+#[test]
+fn identity_round_trip_of_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    identity_round_trip(&kitchen_sink(dir.path()));
+    std::fs::write(dir.path().join("mlp.onnx"), mlp(8, 6, 3)).unwrap();
+    identity_round_trip(&dir.path().join("mlp.onnx"));
+}
+
+#[test]
+fn rewiring_the_kitchen_sink_changes_only_weight_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = kitchen_sink(dir.path());
+    let input_bytes = std::fs::read(&input).unwrap();
+    let data_before = std::fs::read(dir.path().join("weights.bin")).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = out_dir.join("sink.onnx");
+    let report = rewire_file(&input, Some(&out), &RewireOptions::default()).unwrap();
+    let mut names: Vec<&str> = report.tensors.iter().map(|t| t.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["w_const", "w_ext", "w_f16", "w_float", "w_raw"]);
+
+    // The input and its data file are untouched; the output has its own.
+    assert_eq!(std::fs::read(&input).unwrap(), input_bytes);
+    assert_eq!(std::fs::read(dir.path().join("weights.bin")).unwrap(), data_before);
+    let data_after = std::fs::read(out_dir.join("weights.bin")).unwrap();
+    assert_eq!(&data_after[..16], &data_before[..16]);
+    assert_eq!(&data_after[112..], &data_before[112..]);
+    assert_ne!(data_after, data_before);
+
+    let s = compare_files(&input, &out).unwrap();
+    assert_eq!(s.mode, Mode::Aligned);
+    assert!(s.passed(), "{:?}", s.differences);
+    let mut permuted = s.permuted.clone();
+    permuted.sort();
+    assert_eq!(permuted, names);
+    // Exactly the weights' bytes differ.
+    let model = Model::open(&input).unwrap();
+    let out_bytes = std::fs::read(&out).unwrap();
+    let payloads: Vec<std::ops::Range<usize>> = model
+        .tensors
+        .iter()
+        .filter(|t| names.contains(&t.name.as_str()))
+        .filter_map(|t| match &t.storage {
+            pa_onnx::onnx::Storage::Raw(r) | pa_onnx::onnx::Storage::Packed { range: r, .. } => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    for (i, (a, b)) in input_bytes.iter().zip(&out_bytes).enumerate() {
+        if a != b {
+            assert!(payloads.iter().any(|r| r.contains(&i)), "byte {i} outside payloads changed");
+        }
+    }
+}
+
+#[test]
+fn refuses_to_overwrite_input_data_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = kitchen_sink(dir.path());
+    let out = dir.path().join("other.onnx");
+    let err = rewire_file(&input, Some(&out), &RewireOptions::default()).unwrap_err();
+    assert!(matches!(err, pa_onnx::Error::WouldOverwrite { .. }), "{err}");
+    assert!(!out.exists(), "a failed run left an output");
+    let err = rewire_file(&input, Some(&input), &RewireOptions::default()).unwrap_err();
+    assert!(matches!(err, pa_onnx::Error::WouldOverwrite { .. }), "{err}");
+}
+
+#[test]
+fn rewiring_every_committed_model_verifies_and_changes_every_weight() {
+    for p in committed_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.onnx");
+        let report = rewire_file(&p, Some(&out), &RewireOptions::default()).unwrap();
+        let s = compare_files(&p, &out).unwrap();
+        assert!(s.passed(), "{}: {:?}", p.display(), s.differences);
+        let mut rewired: Vec<&str> = report
+            .tensors
+            .iter()
+            .filter(|t| t.rows > 1 && t.cols > 1)
+            .map(|t| t.name.as_str())
+            .collect();
+        rewired.sort();
+        let mut permuted: Vec<&str> = s.permuted.iter().map(|s| s.as_str()).collect();
+        permuted.sort();
+        assert_eq!(rewired, permuted, "{}", p.display());
+    }
+}
