@@ -152,12 +152,51 @@ class EncoderLayer(nn.Module):
         return self.head(x.mean(dim=1))
 
 
+class Ops(nn.Module):
+    """The operators the four networks above leave out: dilated and grouped
+    convolutions, ConvTranspose, AveragePool with and without padding,
+    slicing and concatenation, LeakyRelu, Sigmoid, Gelu (tanh form) and
+    LogSoftmax. Exported at opset 20, which also moves reduction axes into
+    inputs and makes Gelu a single operator."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=2, dilation=2)
+        self.up = nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1)
+        self.grouped = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=2)
+        self.fc1 = nn.Linear(4 * 2 * 2, 12)
+        self.fc2 = nn.Linear(12, 6)
+
+    def forward(self, x):
+        x = torch.sigmoid(self.up(F.leaky_relu(self.conv(x), 0.1)))
+        x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+        x = torch.cat([x[:, :2] * 2.0, torch.tanh(x[:, 2:])], dim=1)
+        x = F.avg_pool2d(self.grouped(x), 2)
+        x = F.gelu(self.fc1(torch.flatten(x, 1)), approximate="tanh")
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
 def cases():
-    yield "mlp", Mlp(), (8, 20), 5
-    yield "cnn_bn", CnnBn(), (4, 3, 16, 16), 10
-    yield "resnet", ResNet(), (4, 3, 16, 16), 10
-    yield "mobilenet", MobileNet(), (4, 3, 16, 16), 10
-    yield "transformer", EncoderLayer(4, 6), (4, 6, 16), 5
+    yield "mlp", Mlp, (8, 20), 5
+    yield "cnn_bn", CnnBn, (4, 3, 16, 16), 10
+    yield "resnet", ResNet, (4, 3, 16, 16), 10
+    yield "mobilenet", MobileNet, (4, 3, 16, 16), 10
+    yield "transformer", lambda: EncoderLayer(4, 6), (4, 6, 16), 5
+    yield "ops", Ops, (4, 3, 8, 8), 6
+
+
+def export(model, x, path, opset):
+    torch.onnx.export(
+        model,
+        (x,),
+        path,
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=opset,
+        training=torch.onnx.TrainingMode.TRAINING,
+        do_constant_folding=False,
+        dynamo=False,
+    )
 
 
 def write(dirname, name, array, dtype):
@@ -167,10 +206,13 @@ def write(dirname, name, array, dtype):
 
 
 def main():
-    # The exporter warns about BatchNorm's num_batches_tracked counter, which no gradient involves.
-    warnings.filterwarnings("ignore", category=UserWarning)
-    for idx, (case, model, shape, classes) in enumerate(cases()):
+    # The exporter warns about BatchNorm's num_batches_tracked counter, which no gradient involves,
+    # and that the TorchScript exporter is deprecated; neither matters here.
+    warnings.filterwarnings("ignore")
+    for idx, (case, make, shape, classes) in enumerate(cases()):
+        opset = 20 if case == "ops" else 17
         torch.manual_seed(1000 + idx)
+        model = make()
         for m in model.modules():
             # Non-trivial affine parameters so their gradients are exercised.
             if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
@@ -182,18 +224,11 @@ def main():
         out_dir = os.path.join(ROOT, case)
         os.makedirs(out_dir, exist_ok=True)
 
-        exported = copy.deepcopy(model)
-        torch.onnx.export(
-            exported,
-            (x,),
-            os.path.join(out_dir, "model.onnx"),
-            input_names=["input"],
-            output_names=["logits"],
-            opset_version=17,
-            training=torch.onnx.TrainingMode.TRAINING,
-            do_constant_folding=False,
-            dynamo=False,
-        )
+        export(copy.deepcopy(model), x, os.path.join(out_dir, "model.onnx"), opset)
+        # The same weights at batch 64, for benches/train_step.rs (no gradients).
+        bench = EncoderLayer(64, 6) if case == "transformer" else copy.deepcopy(model)
+        bench.load_state_dict(model.state_dict())
+        export(bench, torch.randn(64, *shape[1:]), os.path.join(out_dir, "bench.onnx"), opset)
 
         ref = copy.deepcopy(model).double()
         logits = ref(x.double())

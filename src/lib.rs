@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod rewire;
+pub mod synth;
 pub mod onnx;
 pub mod backend;
 pub mod verify;

@@ -34,7 +34,11 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// Every backend, in the order verification prefers them as reference.
-    pub const ALL: [BackendKind; 3] = [BackendKind::Tract, BackendKind::OrtCpu, BackendKind::OrtCuda];
+    pub const ALL: [BackendKind; 3] = [
+        BackendKind::Tract,
+        BackendKind::OrtCpu,
+        BackendKind::OrtCuda,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -131,7 +135,10 @@ impl TensorData {
 
     /// True for floating-point element types.
     pub fn is_float(&self) -> bool {
-        matches!(self, TensorData::F32(_) | TensorData::F64(_) | TensorData::F16(_))
+        matches!(
+            self,
+            TensorData::F32(_) | TensorData::F64(_) | TensorData::F16(_)
+        )
     }
 
     /// The values widened to f64 (bools as 0 and 1), for comparisons.
@@ -209,7 +216,10 @@ impl IoSpec {
     /// The concrete shape to feed: the user's override when given (it must
     /// agree with every fixed dimension), else the model's shape with each
     /// symbolic dimension set to 1.
-    pub fn resolve_shape(&self, overrides: &HashMap<String, Vec<usize>>) -> Result<Vec<usize>, String> {
+    pub fn resolve_shape(
+        &self,
+        overrides: &HashMap<String, Vec<usize>>,
+    ) -> Result<Vec<usize>, String> {
         if let Some(given) = overrides.get(&self.name) {
             if self.ranked && given.len() != self.shape.len() {
                 return Err(format!(
@@ -263,13 +273,22 @@ pub enum BackendError {
     /// The engine is not there: library not found, feature not compiled,
     /// execution provider not registered. Nothing is known about the model.
     #[error("{backend} unavailable: {reason}")]
-    Unavailable { backend: BackendKind, reason: String },
+    Unavailable {
+        backend: BackendKind,
+        reason: String,
+    },
     /// The engine is there but cannot load this model (an operator it lacks, ...).
     #[error("{backend} could not load the model: {reason}")]
-    LoadFailed { backend: BackendKind, reason: String },
+    LoadFailed {
+        backend: BackendKind,
+        reason: String,
+    },
     /// The model loaded but running it failed, or the inputs do not fit it.
     #[error("{backend} failed to run the model: {reason}")]
-    RunFailed { backend: BackendKind, reason: String },
+    RunFailed {
+        backend: BackendKind,
+        reason: String,
+    },
 }
 
 impl BackendError {
@@ -294,7 +313,10 @@ impl BackendError {
     /// True when the error says nothing about the model's correctness
     /// (engine missing, or unable to handle the model), so a caller may skip.
     pub fn is_skippable(&self) -> bool {
-        matches!(self, BackendError::Unavailable { .. } | BackendError::LoadFailed { .. })
+        matches!(
+            self,
+            BackendError::Unavailable { .. } | BackendError::LoadFailed { .. }
+        )
     }
 
     pub(crate) fn unavailable(backend: BackendKind, reason: impl Into<String>) -> BackendError {
@@ -329,14 +351,21 @@ pub trait Session: Send {
     /// The model's outputs.
     fn outputs(&self) -> &[IoSpec];
     /// Runs the model; outputs come back in the order of [`Session::outputs`].
-    fn run(&mut self, inputs: &[(String, HostTensor)]) -> Result<Vec<(String, HostTensor)>, BackendError>;
+    fn run(
+        &mut self,
+        inputs: &[(String, HostTensor)],
+    ) -> Result<Vec<(String, HostTensor)>, BackendError>;
     /// What actually executes the model: `tract`, `CPUExecutionProvider`,
     /// `CUDAExecutionProvider`.
     fn provider_used(&self) -> &str;
 }
 
 /// Loads `model_path` (external data is read from beside it) with `kind`.
-pub fn open(kind: BackendKind, model_path: &Path, opts: &BackendOptions) -> Result<Box<dyn Session>, BackendError> {
+pub fn open(
+    kind: BackendKind,
+    model_path: &Path,
+    opts: &BackendOptions,
+) -> Result<Box<dyn Session>, BackendError> {
     if !model_path.is_file() {
         return Err(BackendError::load_failed(
             kind,
@@ -363,13 +392,26 @@ fn open_tract(_: &Path, _: &BackendOptions) -> Result<Box<dyn Session>, BackendE
 }
 
 #[cfg(feature = "ort")]
-fn open_ort(kind: BackendKind, model_path: &Path, opts: &BackendOptions) -> Result<Box<dyn Session>, BackendError> {
-    Ok(Box::new(self::ort::OrtSession::open(kind, model_path, opts)?))
+fn open_ort(
+    kind: BackendKind,
+    model_path: &Path,
+    opts: &BackendOptions,
+) -> Result<Box<dyn Session>, BackendError> {
+    Ok(Box::new(self::ort::OrtSession::open(
+        kind, model_path, opts,
+    )?))
 }
 
 #[cfg(not(feature = "ort"))]
-fn open_ort(kind: BackendKind, _: &Path, _: &BackendOptions) -> Result<Box<dyn Session>, BackendError> {
-    Err(BackendError::unavailable(kind, "built without the `ort` feature"))
+fn open_ort(
+    kind: BackendKind,
+    _: &Path,
+    _: &BackendOptions,
+) -> Result<Box<dyn Session>, BackendError> {
+    Err(BackendError::unavailable(
+        kind,
+        "built without the `ort` feature",
+    ))
 }
 
 /// What ONNX Runtime this process uses, for `doctor`-style diagnostics.
@@ -430,7 +472,9 @@ pub(crate) fn check_inputs<'a>(
             .iter()
             .find(|(n, _)| n == &spec.name)
             .map(|(_, t)| t)
-            .ok_or_else(|| BackendError::run_failed(backend, format!("missing input `{}`", spec.name)))?;
+            .ok_or_else(|| {
+                BackendError::run_failed(backend, format!("missing input `{}`", spec.name))
+            })?;
         if tensor.dtype() != spec.dtype {
             return Err(BackendError::run_failed(
                 backend,
@@ -444,7 +488,11 @@ pub(crate) fn check_inputs<'a>(
         }
         let fits = !spec.ranked
             || (tensor.shape.len() == spec.shape.len()
-                && tensor.shape.iter().zip(&spec.shape).all(|(&t, d)| d.is_none_or(|d| d == t)));
+                && tensor
+                    .shape
+                    .iter()
+                    .zip(&spec.shape)
+                    .all(|(&t, d)| d.is_none_or(|d| d == t)));
         if !fits {
             return Err(BackendError::run_failed(
                 backend,
@@ -521,7 +569,10 @@ mod tests {
         overrides.insert("x".to_string(), vec![4, 3]);
         assert_eq!(spec.resolve_shape(&overrides).unwrap(), vec![4, 3]);
         overrides.insert("x".to_string(), vec![4, 2]);
-        assert!(spec.resolve_shape(&overrides).unwrap_err().contains("axis 1"));
+        assert!(spec
+            .resolve_shape(&overrides)
+            .unwrap_err()
+            .contains("axis 1"));
         overrides.insert("x".to_string(), vec![4]);
         assert!(spec.resolve_shape(&overrides).unwrap_err().contains("rank"));
         assert_eq!(format_spec_shape(&spec), "[batch, 3]");

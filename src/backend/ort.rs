@@ -22,7 +22,10 @@ use ::ort::session::builder::{AutoDevicePolicy, SessionBuilder};
 use ::ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use super::ortlib;
-use super::{check_inputs, BackendError, BackendKind, BackendOptions, HostTensor, IoSpec, OrtInfo, TensorData};
+use super::{
+    check_inputs, BackendError, BackendKind, BackendOptions, HostTensor, IoSpec, OrtInfo,
+    TensorData,
+};
 
 /// The process-wide ONNX Runtime, once loaded.
 struct Runtime {
@@ -43,7 +46,9 @@ static STATE: Mutex<State> = Mutex::new(State::Unloaded);
 
 /// The loaded runtime, loading it on first use.
 fn runtime(opts: &BackendOptions) -> Result<Arc<Runtime>, String> {
-    let mut state = STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut state = STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     match &*state {
         State::Ready(rt) => {
             if let Some(explicit) = &opts.ort_lib {
@@ -64,7 +69,10 @@ fn runtime(opts: &BackendOptions) -> Result<Arc<Runtime>, String> {
 
     let located = ortlib::locate(opts.ort_lib.as_deref())?;
     // An absolute path keeps `ort` from resolving it against the executable's folder.
-    let path = located.path.canonicalize().unwrap_or_else(|_| located.path.clone());
+    let path = located
+        .path
+        .canonicalize()
+        .unwrap_or_else(|_| located.path.clone());
     let builder = ::ort::init_from(&path).map_err(|e| {
         format!(
             "cannot load ONNX Runtime from {} (found via {}): {e}",
@@ -180,12 +188,20 @@ pub(super) struct OrtSession {
 }
 
 impl OrtSession {
-    pub(super) fn open(kind: BackendKind, model_path: &Path, opts: &BackendOptions) -> Result<OrtSession, BackendError> {
+    pub(super) fn open(
+        kind: BackendKind,
+        model_path: &Path,
+        opts: &BackendOptions,
+    ) -> Result<OrtSession, BackendError> {
         if kind == BackendKind::OrtCuda && !cfg!(feature = "cuda") {
-            return Err(BackendError::unavailable(kind, "built without the `cuda` feature"));
+            return Err(BackendError::unavailable(
+                kind,
+                "built without the `cuda` feature",
+            ));
         }
         let rt = runtime(opts).map_err(|e| BackendError::unavailable(kind, e))?;
-        let load_err = |e: ::ort::Error<SessionBuilder>| BackendError::load_failed(kind, e.to_string());
+        let load_err =
+            |e: ::ort::Error<SessionBuilder>| BackendError::load_failed(kind, e.to_string());
         let mut builder = ::ort::session::Session::builder(&rt.env)
             .map_err(|e| BackendError::load_failed(kind, e.to_string()))?;
         if let Some(threads) = opts.intra_threads {
@@ -194,7 +210,9 @@ impl OrtSession {
         let provider = match kind {
             // Without this, ONNX Runtime may pick another device on its own.
             BackendKind::OrtCpu => {
-                builder = builder.with_auto_device(AutoDevicePolicy::PreferCPU).map_err(load_err)?;
+                builder = builder
+                    .with_auto_device(AutoDevicePolicy::PreferCPU)
+                    .map_err(load_err)?;
                 "CPUExecutionProvider"
             }
             BackendKind::OrtCuda => {
@@ -211,8 +229,16 @@ impl OrtSession {
                 BackendError::load_failed(kind, reason)
             }
         })?;
-        let inputs = session.inputs().iter().map(|o| io_spec(o.name(), o.dtype())).collect();
-        let outputs = session.outputs().iter().map(|o| io_spec(o.name(), o.dtype())).collect();
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| io_spec(o.name(), o.dtype()))
+            .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| io_spec(o.name(), o.dtype()))
+            .collect();
         Ok(OrtSession {
             kind,
             session,
@@ -225,13 +251,20 @@ impl OrtSession {
 
 fn mentions_cuda(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    ["cuda", "cudnn", "cublas", "gpu"].iter().any(|w| m.contains(w))
+    ["cuda", "cudnn", "cublas", "gpu"]
+        .iter()
+        .any(|w| m.contains(w))
 }
 
 #[cfg(feature = "cuda")]
 fn register_cuda(builder: SessionBuilder, rt: &Runtime) -> Result<SessionBuilder, BackendError> {
     let kind = BackendKind::OrtCuda;
-    if !rt.info.providers.iter().any(|p| p == "CUDAExecutionProvider") {
+    if !rt
+        .info
+        .providers
+        .iter()
+        .any(|p| p == "CUDAExecutionProvider")
+    {
         return Err(BackendError::unavailable(
             kind,
             format!(
@@ -246,9 +279,15 @@ fn register_cuda(builder: SessionBuilder, rt: &Runtime) -> Result<SessionBuilder
         preload_nvidia_wheels(site);
     }
     // TF32 would make CUDA disagree with the CPU backends by ~1e-3 relative.
-    let cuda = ::ort::ep::CUDA::default().with_tf32(false).build().error_on_failure();
+    let cuda = ::ort::ep::CUDA::default()
+        .with_tf32(false)
+        .build()
+        .error_on_failure();
     builder.with_execution_providers([cuda]).map_err(|e| {
-        BackendError::unavailable(kind, format!("the CUDA execution provider could not be registered: {e}"))
+        BackendError::unavailable(
+            kind,
+            format!("the CUDA execution provider could not be registered: {e}"),
+        )
     })
 }
 
@@ -309,12 +348,18 @@ impl super::Session for OrtSession {
         &self.outputs
     }
 
-    fn run(&mut self, inputs: &[(String, HostTensor)]) -> Result<Vec<(String, HostTensor)>, BackendError> {
+    fn run(
+        &mut self,
+        inputs: &[(String, HostTensor)],
+    ) -> Result<Vec<(String, HostTensor)>, BackendError> {
         let kind = self.kind;
         let ordered = check_inputs(kind, &self.inputs, inputs)?;
         let mut values: Vec<(String, DynValue)> = Vec::with_capacity(ordered.len());
         for (spec, tensor) in self.inputs.iter().zip(ordered) {
-            values.push((spec.name.clone(), to_ort(tensor).map_err(|e| BackendError::run_failed(kind, e))?));
+            values.push((
+                spec.name.clone(),
+                to_ort(tensor).map_err(|e| BackendError::run_failed(kind, e))?,
+            ));
         }
         let results = self
             .session
@@ -322,10 +367,12 @@ impl super::Session for OrtSession {
             .map_err(|e| BackendError::run_failed(kind, e.to_string()))?;
         let mut out = Vec::with_capacity(self.outputs.len());
         for spec in &self.outputs {
-            let value = results
-                .get(&spec.name)
-                .ok_or_else(|| BackendError::run_failed(kind, format!("no value for output `{}`", spec.name)))?;
-            let tensor = from_ort(value).map_err(|e| BackendError::run_failed(kind, format!("output `{}`: {e}", spec.name)))?;
+            let value = results.get(&spec.name).ok_or_else(|| {
+                BackendError::run_failed(kind, format!("no value for output `{}`", spec.name))
+            })?;
+            let tensor = from_ort(value).map_err(|e| {
+                BackendError::run_failed(kind, format!("output `{}`: {e}", spec.name))
+            })?;
             out.push((spec.name.clone(), tensor));
         }
         Ok(out)
@@ -396,9 +443,14 @@ fn to_ort(t: &HostTensor) -> Result<DynValue, String> {
 }
 
 fn from_ort(value: &DynValue) -> Result<HostTensor, String> {
-    fn take<T: ::ort::value::PrimitiveTensorElementType + Copy>(value: &DynValue) -> Result<(Vec<usize>, Vec<T>), String> {
+    fn take<T: ::ort::value::PrimitiveTensorElementType + Copy>(
+        value: &DynValue,
+    ) -> Result<(Vec<usize>, Vec<T>), String> {
         let (shape, data) = value.try_extract_tensor::<T>().map_err(|e| e.to_string())?;
-        let shape = shape.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}"))).collect::<Result<_, _>>()?;
+        let shape = shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
+            .collect::<Result<_, _>>()?;
         Ok((shape, data.to_vec()))
     }
     let ty = value
@@ -408,11 +460,18 @@ fn from_ort(value: &DynValue) -> Result<HostTensor, String> {
     let (shape, data) = match ty {
         TensorElementType::Float32 => take::<f32>(value).map(|(s, d)| (s, TensorData::F32(d)))?,
         TensorElementType::Float64 => take::<f64>(value).map(|(s, d)| (s, TensorData::F64(d)))?,
-        TensorElementType::Float16 => take::<half::f16>(value).map(|(s, d)| (s, TensorData::F16(d)))?,
+        TensorElementType::Float16 => {
+            take::<half::f16>(value).map(|(s, d)| (s, TensorData::F16(d)))?
+        }
         TensorElementType::Int64 => take::<i64>(value).map(|(s, d)| (s, TensorData::I64(d)))?,
         TensorElementType::Int32 => take::<i32>(value).map(|(s, d)| (s, TensorData::I32(d)))?,
         TensorElementType::Bool => take::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d)))?,
-        other => return Err(format!("type {} cannot be compared by pa-onnx", dtype_name(other))),
+        other => {
+            return Err(format!(
+                "type {} cannot be compared by pa-onnx",
+                dtype_name(other)
+            ))
+        }
     };
     HostTensor::new(shape, data)
 }

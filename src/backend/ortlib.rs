@@ -38,7 +38,10 @@ pub(super) fn locate(explicit: Option<&Path>) -> Result<Located, String> {
                     found_via: "python3",
                 });
             }
-            tried.push(format!("python3's onnxruntime package at {} has no library in capi/", pkg.display()));
+            tried.push(format!(
+                "python3's onnxruntime package at {} has no library in capi/",
+                pkg.display()
+            ));
         }
         Err(why) => tried.push(why),
     }
@@ -61,7 +64,10 @@ pub(super) fn locate(explicit: Option<&Path>) -> Result<Located, String> {
                 });
             }
         }
-        tried.push(format!("no onnxruntime in {}", root.join(".venv").display()));
+        tried.push(format!(
+            "no onnxruntime in {}",
+            root.join(".venv").display()
+        ));
     }
     Err(format!(
         "ONNX Runtime library not found ({}); install it with `pip install onnxruntime` \
@@ -76,18 +82,29 @@ fn named(path: &Path, via: &'static str) -> Result<Located, String> {
     let file = if path.is_dir() {
         library_in(path)
             .or_else(|| library_in(&path.join("capi")))
-            .ok_or_else(|| format!("no ONNX Runtime library in folder {} (from {via})", path.display()))?
+            .ok_or_else(|| {
+                format!(
+                    "no ONNX Runtime library in folder {} (from {via})",
+                    path.display()
+                )
+            })?
     } else if path.is_file() {
         path.to_path_buf()
     } else {
-        return Err(format!("ONNX Runtime library not found at {} (from {via})", path.display()));
+        return Err(format!(
+            "ONNX Runtime library not found at {} (from {via})",
+            path.display()
+        ));
     };
     // .../site-packages/onnxruntime/capi/libonnxruntime.so.X
     let site_packages = file
         .parent()
         .and_then(Path::parent)
         .and_then(Path::parent)
-        .filter(|p| p.file_name().is_some_and(|n| n == "site-packages" || n == "dist-packages"))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n == "site-packages" || n == "dist-packages")
+        })
         .map(Path::to_path_buf);
     Ok(Located {
         path: file,
@@ -96,8 +113,14 @@ fn named(path: &Path, via: &'static str) -> Result<Located, String> {
     })
 }
 
-/// Asks `python3` on `PATH` where its `onnxruntime` package is.
+/// Asks `python3` on `PATH` where its `onnxruntime` package is, once per
+/// process (starting Python costs a fraction of a second).
 fn python_package_dir() -> Result<PathBuf, String> {
+    static ANSWER: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    ANSWER.get_or_init(ask_python).clone()
+}
+
+fn ask_python() -> Result<PathBuf, String> {
     let out = Command::new("python3")
         .args([
             "-c",
@@ -139,7 +162,11 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| is_library_name(&n.to_string_lossy())))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .is_some_and(|n| is_library_name(&n.to_string_lossy()))
+        })
         .collect();
     // Longest name first: the versioned file over an unversioned link.
     found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
@@ -216,14 +243,21 @@ mod tests {
     #[test]
     fn folder_is_searched_and_site_packages_inferred() {
         let tmp = tempfile::tempdir().unwrap();
-        let capi = tmp.path().join("site-packages").join("onnxruntime").join("capi");
+        let capi = tmp
+            .path()
+            .join("site-packages")
+            .join("onnxruntime")
+            .join("capi");
         std::fs::create_dir_all(&capi).unwrap();
         std::fs::write(capi.join("libonnxruntime.so.1.31.1"), b"").unwrap();
         std::fs::write(capi.join("libonnxruntime_providers_shared.so"), b"").unwrap();
         if cfg!(target_os = "linux") {
-            let found = named(&capi.parent().unwrap().to_path_buf(), "--ort-lib").unwrap();
+            let found = named(capi.parent().unwrap(), "--ort-lib").unwrap();
             assert_eq!(found.path, capi.join("libonnxruntime.so.1.31.1"));
-            assert_eq!(found.site_packages.as_deref(), Some(tmp.path().join("site-packages").as_path()));
+            assert_eq!(
+                found.site_packages.as_deref(),
+                Some(tmp.path().join("site-packages").as_path())
+            );
         }
     }
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-use super::{check_inputs, BackendError, BackendKind, BackendOptions, HostTensor, IoSpec, TensorData};
+use super::{
+    check_inputs, BackendError, BackendKind, BackendOptions, HostTensor, IoSpec, TensorData,
+};
 
 const KIND: BackendKind = BackendKind::Tract;
 
@@ -26,14 +28,19 @@ pub(super) struct TractSession {
 }
 
 impl TractSession {
-    pub(super) fn open(model_path: &Path, opts: &BackendOptions) -> Result<TractSession, BackendError> {
+    pub(super) fn open(
+        model_path: &Path,
+        opts: &BackendOptions,
+    ) -> Result<TractSession, BackendError> {
         // A malformed model must not take the process down; tract asserts in places.
-        catch_unwind(AssertUnwindSafe(|| Self::open_inner(model_path, opts))).unwrap_or_else(|panic| {
-            Err(BackendError::load_failed(
-                KIND,
-                format!("tract panicked: {}", panic_message(&*panic)),
-            ))
-        })
+        catch_unwind(AssertUnwindSafe(|| Self::open_inner(model_path, opts))).unwrap_or_else(
+            |panic| {
+                Err(BackendError::load_failed(
+                    KIND,
+                    format!("tract panicked: {}", panic_message(&*panic)),
+                ))
+            },
+        )
     }
 
     fn open_inner(model_path: &Path, opts: &BackendOptions) -> Result<TractSession, BackendError> {
@@ -63,7 +70,10 @@ impl TractSession {
         if !parsed.unresolved_inputs.is_empty() {
             return Err(BackendError::load_failed(
                 KIND,
-                format!("graph refers to undefined values: {:?}", parsed.unresolved_inputs),
+                format!(
+                    "graph refers to undefined values: {:?}",
+                    parsed.unresolved_inputs
+                ),
             ));
         }
         let mut model = parsed.model;
@@ -76,7 +86,10 @@ impl TractSession {
         for (ix, outlet) in outlets.iter().enumerate() {
             let name = model.node(outlet.node).name.clone();
             let spec_ix = inputs.iter().position(|s| s.name == name).ok_or_else(|| {
-                BackendError::load_failed(KIND, format!("tract sees an input `{name}` the model does not declare"))
+                BackendError::load_failed(
+                    KIND,
+                    format!("tract sees an input `{name}` the model does not declare"),
+                )
             })?;
             let spec = &inputs[spec_ix];
             let shape = spec
@@ -85,7 +98,10 @@ impl TractSession {
             let dt = datum_type(&spec.dtype).ok_or_else(|| {
                 BackendError::load_failed(
                     KIND,
-                    format!("input `{}` has type {}, which pa-onnx cannot feed", spec.name, spec.dtype),
+                    format!(
+                        "input `{}` has type {}, which pa-onnx cannot feed",
+                        spec.name, spec.dtype
+                    ),
                 )
             })?;
             model
@@ -102,7 +118,10 @@ impl TractSession {
         // The plan only takes the pinned shapes; advertise them so callers feed those.
         let mut inputs = inputs;
         for (ix, &spec_ix) in plan_order.iter().enumerate() {
-            let fact = plan.model().input_fact(ix).map_err(|e| BackendError::load_failed(KIND, format!("{e:#}")))?;
+            let fact = plan
+                .model()
+                .input_fact(ix)
+                .map_err(|e| BackendError::load_failed(KIND, format!("{e:#}")))?;
             if let Some(dims) = fact.shape.as_concrete() {
                 let spec = &mut inputs[spec_ix];
                 spec.shape = dims.iter().map(|&d| Some(d)).collect();
@@ -119,7 +138,10 @@ impl TractSession {
         })
     }
 
-    fn run_inner(&self, inputs: &[(String, HostTensor)]) -> Result<Vec<(String, HostTensor)>, BackendError> {
+    fn run_inner(
+        &self,
+        inputs: &[(String, HostTensor)],
+    ) -> Result<Vec<(String, HostTensor)>, BackendError> {
         let ordered = check_inputs(KIND, &self.inputs, inputs)?;
         let mut values: TVec<TValue> = tvec![];
         for &spec_ix in &self.plan_order {
@@ -132,13 +154,22 @@ impl TractSession {
         if results.len() != self.outputs.len() {
             return Err(BackendError::run_failed(
                 KIND,
-                format!("tract returned {} outputs, the model declares {}", results.len(), self.outputs.len()),
+                format!(
+                    "tract returned {} outputs, the model declares {}",
+                    results.len(),
+                    self.outputs.len()
+                ),
             ));
         }
         results
             .into_iter()
             .zip(&self.outputs)
-            .map(|(value, spec)| Ok((spec.name.clone(), from_tract(&spec.name, value.into_tensor())?)))
+            .map(|(value, spec)| {
+                Ok((
+                    spec.name.clone(),
+                    from_tract(&spec.name, value.into_tensor())?,
+                ))
+            })
             .collect()
     }
 }
@@ -156,7 +187,10 @@ impl super::Session for TractSession {
         &self.outputs
     }
 
-    fn run(&mut self, inputs: &[(String, HostTensor)]) -> Result<Vec<(String, HostTensor)>, BackendError> {
+    fn run(
+        &mut self,
+        inputs: &[(String, HostTensor)],
+    ) -> Result<Vec<(String, HostTensor)>, BackendError> {
         catch_unwind(AssertUnwindSafe(|| self.run_inner(inputs))).unwrap_or_else(|panic| {
             Err(BackendError::run_failed(
                 KIND,
@@ -182,9 +216,13 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Describes a graph input or output from its declared ONNX type.
 fn io_spec(info: &pb::ValueInfoProto) -> IoSpec {
-    let tensor = info.r#type.as_ref().and_then(|t| t.value.as_ref()).map(|v| match v {
-        pb::type_proto::Value::TensorType(t) => t,
-    });
+    let tensor = info
+        .r#type
+        .as_ref()
+        .and_then(|t| t.value.as_ref())
+        .map(|v| match v {
+            pb::type_proto::Value::TensorType(t) => t,
+        });
     let dtype = tensor.map_or_else(|| "unknown".to_string(), |t| onnx_dtype_name(t.elem_type));
     let mut shape = Vec::new();
     let mut dim_names = Vec::new();
@@ -276,7 +314,10 @@ fn from_tract(name: &str, t: Tensor) -> Result<HostTensor, BackendError> {
         DatumType::I32 => values::<i32>(&t).map(TensorData::I32),
         DatumType::Bool => values::<bool>(&t).map(TensorData::Bool),
         // Shape arithmetic can surface as symbolic dims; they are int64 in ONNX.
-        DatumType::TDim => t.cast_to::<i64>().and_then(|c| values::<i64>(&c)).map(TensorData::I64),
+        DatumType::TDim => t
+            .cast_to::<i64>()
+            .and_then(|c| values::<i64>(&c))
+            .map(TensorData::I64),
         other => {
             return Err(BackendError::run_failed(
                 KIND,

@@ -2,6 +2,7 @@
 //! module resolves its options, calls the library and prints; none of them
 //! exits the process, they return a [`Status`].
 
+mod doctor;
 mod inspect;
 mod printer;
 mod rewire;
@@ -41,6 +42,8 @@ enum Command {
     Rewire(rewire::Args),
     /// Prove that CANDIDATE holds ORIGINAL's model with permuted weights.
     Verify(verify::Args),
+    /// Show which inference backends are available, and where ONNX Runtime was found.
+    Doctor(doctor::Args),
 }
 
 /// Runs the command line and turns its outcome into an exit status:
@@ -58,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a, &printer),
         Command::Rewire(a) => rewire::run(a, &printer),
         Command::Verify(a) => verify::run(a, &printer),
+        Command::Doctor(a) => doctor::run(a, &printer),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

@@ -13,10 +13,6 @@ impl Printer {
         Printer { quiet }
     }
 
-    pub fn is_quiet(&self) -> bool {
-        self.quiet
-    }
-
     /// Normal output, on stdout, unless quiet.
     pub fn out(&self, text: &str) {
         if !self.quiet {

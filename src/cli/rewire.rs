@@ -61,6 +61,11 @@ pub struct Args {
     /// Flush the output to disk before renaming it into place.
     #[arg(long)]
     fsync: bool,
+    /// After writing, run `verify` with these backends (tract, ort-cpu, ort-cuda).
+    #[arg(long, value_delimiter = ',', value_name = "BACKENDS")]
+    verify: Vec<String>,
+    #[command(flatten)]
+    inference: super::verify::InferenceArgs,
 }
 
 pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
@@ -70,6 +75,8 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
             detail: "give an output path, or --dry-run to only plan".into(),
         });
     }
+    let verify_backends = super::verify::parse_backends("--verify", &args.verify)?;
+    args.inference.resolve()?;
     let selection = Selection::new(
         &args.op,
         args.include.as_deref(),
@@ -118,12 +125,47 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         let text = serde_json::to_string_pretty(&report).expect("reports serialize");
         write_atomically(path, text.as_bytes())?;
     }
+    let verified = match (output, args.verify.is_empty()) {
+        (Some(out), false) => Some(verify_output(&args.input, out, &verify_backends, &args.inference)?),
+        _ => None,
+    };
     if args.json {
-        p.json(&report);
+        // One JSON document: the report, with the verification inside it.
+        let mut value = serde_json::to_value(&report).expect("reports serialize");
+        if let Some((_, v, _)) = &verified {
+            value["verify"] = v.clone();
+        }
+        p.json(&value);
     } else {
         p.out(&summary(&report));
+        if let Some((_, _, text)) = &verified {
+            p.out(text);
+        }
     }
-    Ok(Status::Ok)
+    Ok(match verified {
+        Some((false, _, _)) => Status::CheckFailed,
+        _ => Status::Ok,
+    })
+}
+
+/// `rewire --verify`: the structural proof and inference on the new file;
+/// returns whether it passed, its JSON and its text.
+fn verify_output(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    backends: &[pa_onnx::backend::BackendKind],
+    inference: &super::verify::InferenceArgs,
+) -> pa_onnx::Result<(bool, serde_json::Value, String)> {
+    let s = pa_onnx::verify::structure::compare_files(input, output)?;
+    let inf = super::verify::run_inference(input, output, backends, inference)?;
+    let passed = s.passed() && inf.as_ref().is_none_or(|r| r.passed());
+    let json = serde_json::json!({ "passed": passed, "structure": s, "inference": inf });
+    let mut text = super::verify::structure_summary(&s);
+    if let Some(r) = &inf {
+        text.push_str(&format!("\ninference:\n{r}"));
+    }
+    text.push_str(if passed { "\nverify: PASSED" } else { "\nverify: FAILED" });
+    Ok((passed, json, text))
 }
 
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> pa_onnx::Result<()> {

@@ -149,22 +149,23 @@ impl<'a> Builder<'a> {
             .collect();
         // Exporters often store a weight in another layout and fix it with a
         // Transpose (or Reshape, Cast) node: the stored tensor is the parameter.
-        let source = |mut name: &str| -> String {
-            while let Some(p) = producer_node.get(name) {
-                let layout = [
-                    "Transpose",
-                    "Identity",
-                    "Reshape",
-                    "Unsqueeze",
-                    "Squeeze",
-                    "Cast",
-                ];
+        let source = |name: &str| -> String {
+            let layout = [
+                "Transpose",
+                "Identity",
+                "Reshape",
+                "Unsqueeze",
+                "Squeeze",
+                "Cast",
+            ];
+            let mut name = name.to_string();
+            while let Some(p) = producer_node.get(name.as_str()) {
                 if !layout.contains(&p.op_type.as_str()) {
                     break;
                 }
-                name = p.input[0].as_str();
+                name = p.input[0].clone();
             }
-            name.to_string()
+            name
         };
         let mut trainable = vec![];
         let mut stats = vec![];

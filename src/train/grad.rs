@@ -389,10 +389,10 @@ fn binary(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grad
     let shape = |g: &Graph, i: usize| g.shape(&n.input[i]);
     match op {
         "Add" | "Sum" => {
-            for i in 0..n.input.len() {
+            for (i, r) in res.iter_mut().enumerate() {
                 if need(i) {
                     let s = shape(g, i)?;
-                    res[i] = Some(g.reduce_to(gy, &s)?);
+                    *r = Some(g.reduce_to(gy, &s)?);
                 }
             }
         }
@@ -476,12 +476,12 @@ fn binary(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grad
                 return Err(node_err(n, "gradient of variadic Max/Min is not supported"));
             }
             let zero = g.scalar(0.0);
-            for i in 0..2 {
+            for (i, r) in res.iter_mut().enumerate() {
                 if need(i) {
                     let m = g.op("Equal", &[&n.input[i], &n.output[0]], vec![])?;
                     let t = g.op("Where", &[&m, gy, &zero], vec![])?;
                     let s = shape(g, i)?;
-                    res[i] = Some(g.reduce_to(&t, &s)?);
+                    *r = Some(g.reduce_to(&t, &s)?);
                 }
             }
         }

@@ -14,8 +14,12 @@
 mod builder;
 mod grad;
 mod ir;
+pub mod optim;
+mod trainer;
 
 pub use builder::build_training_graph;
+pub use optim::{AdamW, Optimizer, Sgd};
+pub use trainer::Trainer;
 
 /// Why a training graph could not be built or a step could not run.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +44,10 @@ pub enum TrainError {
         op: String,
         msg: String,
     },
-    /// Running the training graph failed.
+    /// The backend could not load or run the training graph.
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    /// Running the training graph failed outside the backend.
     #[error("running the training graph: {0}")]
     Run(String),
 }

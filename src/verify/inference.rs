@@ -21,7 +21,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::backend::{self, BackendError, BackendKind, BackendOptions, HostTensor, IoSpec, Session, TensorData};
+use crate::backend::{
+    self, BackendError, BackendKind, BackendOptions, HostTensor, IoSpec, Session, TensorData,
+};
 
 /// How to compare; [`Default`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -63,7 +65,10 @@ impl Default for InferenceOptions {
 
 impl InferenceOptions {
     fn tolerance(&self, output: &str) -> (f64, f64) {
-        self.tolerances.get(output).copied().unwrap_or((self.atol, self.rtol))
+        self.tolerances
+            .get(output)
+            .copied()
+            .unwrap_or((self.atol, self.rtol))
     }
 }
 
@@ -148,7 +153,8 @@ impl BackendReport {
     fn skip(mut self, reason: String) -> BackendReport {
         if self.required {
             self.status = Status::Failed;
-            self.failures.push(format!("required, but skipped: {reason}"));
+            self.failures
+                .push(format!("required, but skipped: {reason}"));
             self.reason = Some(self.failures.join("; "));
         } else {
             self.status = Status::Skipped;
@@ -268,7 +274,9 @@ pub fn compare_models(
             Ok(arrays) => {
                 // Backends that pin shapes at load time must pin the given ones.
                 for (name, t) in &arrays {
-                    backend_opts.input_shapes.insert(name.clone(), t.shape.clone());
+                    backend_opts
+                        .input_shapes
+                        .insert(name.clone(), t.shape.clone());
                 }
                 Some(arrays)
             }
@@ -340,14 +348,27 @@ fn check_backend(
     let br = BackendReport::new(kind, required);
     let mut orig_session = match backend::open(kind, original, backend_opts) {
         Ok(s) => s,
-        Err(e) => return (br.skip(format!("original: {}", e.reason())), None),
+        Err(e @ BackendError::Unavailable { .. }) => {
+            return (br.skip(e.reason().to_string()), None)
+        }
+        Err(e) => {
+            return (
+                br.skip(format!("cannot load the original: {}", e.reason())),
+                None,
+            )
+        }
     };
     let mut cand_session = match backend::open(kind, candidate, backend_opts) {
         Ok(s) => s,
-        Err(e @ BackendError::Unavailable { .. }) => return (br.skip(format!("candidate: {}", e.reason())), None),
+        Err(e @ BackendError::Unavailable { .. }) => {
+            return (br.skip(e.reason().to_string()), None)
+        }
         Err(e) => {
             return (
-                br.fail(format!("the candidate does not load although the original does: {}", e.reason())),
+                br.fail(format!(
+                    "the candidate does not load although the original does: {}",
+                    e.reason()
+                )),
                 None,
             )
         }
@@ -360,7 +381,12 @@ fn check_backend(
     }
 
     if feed.is_none() {
-        match make_inputs(orig_session.inputs(), user_inputs, &backend_opts.input_shapes, opts.seed) {
+        match make_inputs(
+            orig_session.inputs(),
+            user_inputs,
+            &backend_opts.input_shapes,
+            opts.seed,
+        ) {
             Ok((inputs, summaries)) => {
                 report.inputs = summaries;
                 *feed = Some(inputs);
@@ -375,13 +401,21 @@ fn check_backend(
 
     let orig_out = match run(&mut *orig_session, inputs) {
         Ok(o) => o,
-        Err(e) => return (br.skip(format!("original: {}", e.reason())), None),
+        Err(e) => {
+            return (
+                br.skip(format!("cannot run the original: {}", e.reason())),
+                None,
+            )
+        }
     };
     let cand_out = match run(&mut *cand_session, inputs) {
         Ok(o) => o,
         Err(e) => {
             return (
-                br.fail(format!("the candidate fails to run although the original runs: {}", e.reason())),
+                br.fail(format!(
+                    "the candidate fails to run although the original runs: {}",
+                    e.reason()
+                )),
                 None,
             )
         }
@@ -390,11 +424,14 @@ fn check_backend(
     let mut any_changed = false;
     for (ix, (name, o)) in orig_out.iter().enumerate() {
         let Some((_, c)) = cand_out.iter().find(|(n, _)| n == name) else {
-            br.failures.push(format!("output `{name}` is missing from the candidate"));
+            br.failures
+                .push(format!("output `{name}` is missing from the candidate"));
             continue;
         };
         if ix < cand_out.len() && &cand_out[ix].0 != name {
-            br.failures.push(format!("output `{name}` moved to another position in the candidate"));
+            br.failures.push(format!(
+                "output `{name}` moved to another position in the candidate"
+            ));
         }
         if o.shape != c.shape || o.dtype() != c.dtype() {
             br.failures.push(format!(
@@ -412,7 +449,9 @@ fn check_backend(
         let bad_orig = ov.iter().filter(|x| !x.is_finite()).count();
         let bad_cand = cv.iter().filter(|x| !x.is_finite()).count();
         if bad_cand > 0 {
-            br.failures.push(format!("output `{name}`: {bad_cand} non-finite values in the candidate"));
+            br.failures.push(format!(
+                "output `{name}`: {bad_cand} non-finite values in the candidate"
+            ));
         }
         if bad_orig > 0 {
             br.failures.push(format!(
@@ -436,21 +475,32 @@ fn check_backend(
             rtol,
         };
         if let Some(reference) = reference {
-            let ref_c = reference.candidate.iter().find(|(n, _)| n == name).map(|(_, t)| t);
-            let ref_o = reference.original.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+            let ref_c = reference
+                .candidate
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t);
+            let ref_o = reference
+                .original
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t);
             match ref_c {
-                None => br
-                    .failures
-                    .push(format!("output `{name}` is missing on the reference {}", reference.kind)),
-                Some(r) if r.shape != c.shape || r.dtype() != c.dtype() => br.failures.push(format!(
-                    "output `{name}`: {} gives {} {:?}, the reference {} gives {} {:?}",
-                    kind,
-                    c.dtype(),
-                    c.shape,
-                    reference.kind,
-                    r.dtype(),
-                    r.shape
+                None => br.failures.push(format!(
+                    "output `{name}` is missing on the reference {}",
+                    reference.kind
                 )),
+                Some(r) if r.shape != c.shape || r.dtype() != c.dtype() => {
+                    br.failures.push(format!(
+                        "output `{name}`: {} gives {} {:?}, the reference {} gives {} {:?}",
+                        kind,
+                        c.dtype(),
+                        c.shape,
+                        reference.kind,
+                        r.dtype(),
+                        r.shape
+                    ))
+                }
                 Some(r) => {
                     let d = compare(&cv, &r.to_f64(), atol, rtol);
                     out.max_abs_err = Some(d.max_abs);
@@ -467,7 +517,8 @@ fn check_backend(
                         ));
                     }
                     if let Some(ro) = ref_o.filter(|ro| ro.shape == o.shape) {
-                        out.original_max_abs_err = Some(compare(&ov, &ro.to_f64(), atol, rtol).max_abs);
+                        out.original_max_abs_err =
+                            Some(compare(&ov, &ro.to_f64(), atol, rtol).max_abs);
                     }
                 }
             }
@@ -476,7 +527,8 @@ fn check_backend(
     }
     for (name, _) in &cand_out {
         if !orig_out.iter().any(|(n, _)| n == name) {
-            br.failures.push(format!("the candidate has an extra output `{name}`"));
+            br.failures
+                .push(format!("the candidate has an extra output `{name}`"));
         }
     }
     if opts.expect_change && !any_changed && !orig_out.is_empty() {
@@ -489,7 +541,10 @@ fn check_backend(
     (br.finish(), Some((orig_out, cand_out)))
 }
 
-fn run(session: &mut dyn Session, inputs: &[(String, HostTensor)]) -> Result<Outputs, BackendError> {
+fn run(
+    session: &mut dyn Session,
+    inputs: &[(String, HostTensor)],
+) -> Result<Outputs, BackendError> {
     session.run(inputs)
 }
 
@@ -503,8 +558,7 @@ fn io_difference(what: &str, a: &[IoSpec], b: &[IoSpec]) -> Option<String> {
             .join(", ")
     };
     let same = a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .zip(b)
             .all(|(x, y)| x.name == y.name && x.dtype == y.dtype && x.shape == y.shape);
     (!same).then(|| {
@@ -597,7 +651,10 @@ fn make_inputs(
                 (t.clone(), "npz")
             }
             None if user.is_some() => {
-                return Err(format!("the inputs file has no array for input `{}`", spec.name));
+                return Err(format!(
+                    "the inputs file has no array for input `{}`",
+                    spec.name
+                ));
             }
             None => {
                 let shape = spec.resolve_shape(shapes)?;
@@ -662,7 +719,8 @@ fn normals(rng: &mut ChaCha8Rng, n: usize) -> impl Iterator<Item = f64> + '_ {
 /// Reads a `.npz` file as written by `numpy.savez` (stored, not compressed),
 /// returning its arrays under their keys.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, HostTensor)>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read inputs file {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read inputs file {}: {e}", path.display()))?;
     parse_npz(&bytes).map_err(|e| format!("inputs file {}: {e}", path.display()))
 }
 
@@ -719,7 +777,10 @@ fn zip_entries(b: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
         .ok_or("not a zip archive (no end of central directory); save inputs with numpy.savez")?;
     let mut count = u64::from(u16_at(b, eocd + 10)?);
     let mut cd_offset = u64::from(u32_at(b, eocd + 16)?);
-    if (count == 0xFFFF || cd_offset == 0xFFFF_FFFF) && eocd >= 20 && u32_at(b, eocd - 20)? == LOCATOR64 {
+    if (count == 0xFFFF || cd_offset == 0xFFFF_FFFF)
+        && eocd >= 20
+        && u32_at(b, eocd - 20)? == LOCATOR64
+    {
         let at = to_usize(u64_at(b, eocd - 20 + 8)?)?;
         if u32_at(b, at)? != EOCD64 {
             return Err("broken zip64 end of central directory".to_string());
@@ -743,7 +804,9 @@ fn zip_entries(b: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
         let extra_len = usize::from(u16_at(b, at + 30)?);
         let comment_len = usize::from(u16_at(b, at + 32)?);
         let mut local = u64::from(u32_at(b, at + 42)?);
-        let name_bytes = b.get(at + 46..at + 46 + name_len).ok_or("truncated zip archive")?;
+        let name_bytes = b
+            .get(at + 46..at + 46 + name_len)
+            .ok_or("truncated zip archive")?;
         let name = String::from_utf8_lossy(name_bytes).into_owned();
         let extra = b
             .get(at + 46 + name_len..at + 46 + name_len + extra_len)
@@ -779,7 +842,8 @@ fn zip_entries(b: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
         if u32_at(b, local)? != LOCAL {
             return Err(format!("entry `{name}`: broken local header"));
         }
-        let start = local + 30 + usize::from(u16_at(b, local + 26)?) + usize::from(u16_at(b, local + 28)?);
+        let start =
+            local + 30 + usize::from(u16_at(b, local + 26)?) + usize::from(u16_at(b, local + 28)?);
         let data = b
             .get(start..start + to_usize(csize)?)
             .ok_or_else(|| format!("entry `{name}` runs past the end of the file"))?;
@@ -798,7 +862,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &byte in data {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -822,9 +890,12 @@ pub fn parse_npy(b: &[u8]) -> Result<HostTensor, String> {
         .and_then(|v| v.strip_prefix('\'').or_else(|| v.strip_prefix('"')))
         .and_then(|v| v.split(['\'', '"']).next())
         .ok_or("the .npy header has no descr")?;
-    let fortran = header_value(header, "fortran_order").ok_or("the .npy header has no fortran_order")?;
+    let fortran =
+        header_value(header, "fortran_order").ok_or("the .npy header has no fortran_order")?;
     if fortran.starts_with("True") {
-        return Err("array is in Fortran order; save numpy.ascontiguousarray(a) instead".to_string());
+        return Err(
+            "array is in Fortran order; save numpy.ascontiguousarray(a) instead".to_string(),
+        );
     }
     let shape_text = header_value(header, "shape")
         .and_then(|v| v.strip_prefix('('))
@@ -834,7 +905,11 @@ pub fn parse_npy(b: &[u8]) -> Result<HostTensor, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches('L').parse::<usize>().map_err(|_| format!("bad dimension `{s}`")))
+        .map(|s| {
+            s.trim_end_matches('L')
+                .parse::<usize>()
+                .map_err(|_| format!("bad dimension `{s}`"))
+        })
         .collect::<Result<Vec<usize>, String>>()?;
     let n: usize = shape.iter().product();
     let body = &b[start + header_len..];
@@ -864,11 +939,31 @@ pub fn parse_npy(b: &[u8]) -> Result<HostTensor, String> {
     }
     let chunks = body.chunks_exact(size);
     let data = match descr.as_str() {
-        "<f4" => TensorData::F32(chunks.map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect()),
-        "<f8" => TensorData::F64(chunks.map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect()),
-        "<f2" => TensorData::F16(chunks.map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect()),
-        "<i4" => TensorData::I32(chunks.map(|c| i32::from_le_bytes(c.try_into().expect("4"))).collect()),
-        "<i8" => TensorData::I64(chunks.map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect()),
+        "<f4" => TensorData::F32(
+            chunks
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                .collect(),
+        ),
+        "<f8" => TensorData::F64(
+            chunks
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
+                .collect(),
+        ),
+        "<f2" => TensorData::F16(
+            chunks
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
+        "<i4" => TensorData::I32(
+            chunks
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4")))
+                .collect(),
+        ),
+        "<i8" => TensorData::I64(
+            chunks
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+                .collect(),
+        ),
         _ => TensorData::Bool(chunks.map(|c| c[0] != 0).collect()),
     };
     HostTensor::new(shape, data)
@@ -888,7 +983,8 @@ mod tests {
     use super::*;
 
     fn npy(descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -947,7 +1043,10 @@ mod tests {
 
     #[test]
     fn npz_round_trip() {
-        let f: Vec<u8> = [1.5f32, -2.0, 0.25, 4.0, 5.0, 6.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let f: Vec<u8> = [1.5f32, -2.0, 0.25, 4.0, 5.0, 6.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let i: Vec<u8> = [3i64, 7].iter().flat_map(|x| x.to_le_bytes()).collect();
         let file = zip(&[
             ("x.npy", npy("<f4", "(2, 3)", &f)),
@@ -957,7 +1056,10 @@ mod tests {
         let arrays = parse_npz(&file).unwrap();
         assert_eq!(arrays[0].0, "x");
         assert_eq!(arrays[0].1.shape, vec![2, 3]);
-        assert_eq!(arrays[0].1.data, TensorData::F32(vec![1.5, -2.0, 0.25, 4.0, 5.0, 6.0]));
+        assert_eq!(
+            arrays[0].1.data,
+            TensorData::F32(vec![1.5, -2.0, 0.25, 4.0, 5.0, 6.0])
+        );
         assert_eq!(arrays[1].1.data, TensorData::I64(vec![3, 7]));
         assert_eq!(arrays[2].1.shape, Vec::<usize>::new());
         assert_eq!(arrays[2].1.data, TensorData::Bool(vec![true]));
@@ -994,7 +1096,9 @@ mod tests {
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         assert!(mean.abs() < 0.15, "mean {mean}");
         assert!((std_dev(&v) - 1.0).abs() < 0.1);
-        let ids = random_input(&spec("ids", "i64"), vec![1000], 7).unwrap().to_f64();
+        let ids = random_input(&spec("ids", "i64"), vec![1000], 7)
+            .unwrap()
+            .to_f64();
         assert!(ids.iter().all(|&x| (0.0..8.0).contains(&x)));
         assert!(random_input(&spec("s", "string"), vec![1], 7).is_err());
     }

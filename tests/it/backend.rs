@@ -352,7 +352,9 @@ fn ort_cpu_gives_the_same_numbers_or_is_reported_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "mlp.onnx", &model(mlp_graph(&W2), &[]));
     if !ort_available("ort_cpu_gives_the_same_numbers") {
-        let err = backend::open(BackendKind::OrtCpu, &path, &batch2()).err().unwrap();
+        let err = backend::open(BackendKind::OrtCpu, &path, &batch2())
+            .err()
+            .unwrap();
         assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
         return;
     }
@@ -377,7 +379,10 @@ fn ort_cpu_gives_the_same_numbers_or_is_reported_unavailable() {
 fn a_bogus_ort_library_path_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "mlp.onnx", &model(mlp_graph(&W2), &[]));
-    let bogus = dir.path().join("no-such-dir").join("libonnxruntime.so.1.99.0");
+    let bogus = dir
+        .path()
+        .join("no-such-dir")
+        .join("libonnxruntime.so.1.99.0");
     let opts = BackendOptions {
         ort_lib: Some(bogus.clone()),
         ..Default::default()
@@ -386,11 +391,37 @@ fn a_bogus_ort_library_path_is_an_error_naming_it() {
         let err = backend::open(kind, &path, &opts).err().unwrap();
         assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
         if kind == BackendKind::OrtCpu || cfg!(feature = "cuda") {
-            assert!(err.to_string().contains(&bogus.display().to_string()), "{err}");
+            assert!(
+                err.to_string().contains(&bogus.display().to_string()),
+                "{err}"
+            );
         }
     }
     let err = backend::ort_info(&opts).unwrap_err();
-    assert!(err.to_string().contains(&bogus.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&bogus.display().to_string()),
+        "{err}"
+    );
+
+    // A file that exists but is no library: refused by the loader, not a crash,
+    // and (whether or not a real runtime is loaded already) the path is named.
+    let fake = write(
+        dir.path(),
+        "libonnxruntime.so.1.99.0",
+        b"not a shared library",
+    );
+    let opts = BackendOptions {
+        ort_lib: Some(fake.clone()),
+        ..Default::default()
+    };
+    let err = backend::open(BackendKind::OrtCpu, &path, &opts)
+        .err()
+        .unwrap();
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&fake.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -428,7 +459,11 @@ fn a_contrib_op_fails_to_load_in_tract_but_runs_in_ort() {
         output: vec![value_info("y", &["2", "2"])],
     };
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "contrib.onnx", &model(graph, &[("com.microsoft", 1)]));
+    let path = write(
+        dir.path(),
+        "contrib.onnx",
+        &model(graph, &[("com.microsoft", 1)]),
+    );
 
     let tract = backend::open(BackendKind::Tract, &path, &BackendOptions::default());
     if cfg!(feature = "tract") {
@@ -440,12 +475,15 @@ fn a_contrib_op_fails_to_load_in_tract_but_runs_in_ort() {
     if !ort_available("a_contrib_op_runs_in_ort") {
         return;
     }
-    let mut session = backend::open(BackendKind::OrtCpu, &path, &BackendOptions::default()).unwrap();
+    let mut session =
+        backend::open(BackendKind::OrtCpu, &path, &BackendOptions::default()).unwrap();
     let out = session.run(&x_input()).unwrap();
     let mut want = Vec::new();
     for r in 0..2 {
         for c in 0..2 {
-            let dot: f64 = (0..3).map(|k| f64::from(X[r * 3 + k]) * f64::from(w[k * 2 + c])).sum();
+            let dot: f64 = (0..3)
+                .map(|k| f64::from(X[r * 3 + k]) * f64::from(w[k * 2 + c]))
+                .sum();
             want.push(2.0 * dot);
         }
     }
@@ -458,7 +496,11 @@ fn external_data_next_to_the_model_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let mut graph = mlp_graph(&W2);
     let data = f32_bytes(&W1);
-    std::fs::write(dir.path().join("mlp.onnx.data"), [vec![0u8; 16], data.clone()].concat()).unwrap();
+    std::fs::write(
+        dir.path().join("mlp.onnx.data"),
+        [vec![0u8; 16], data.clone()].concat(),
+    )
+    .unwrap();
     let w1 = &mut graph.initializer[0];
     w1.raw_data.clear();
     w1.data_location = 1;
@@ -525,7 +567,10 @@ fn compare_models_sees_a_changed_weight_and_backends_agreeing() {
         assert_eq!((y.name.as_str(), y.dtype.as_str()), ("y", "f32"));
         assert_eq!(y.shape, vec![1, 2]);
         assert!(y.changed && y.max_abs_change > 1e-3);
-        assert!(y.max_abs_err.is_none(), "the reference is not compared with itself");
+        assert!(
+            y.max_abs_err.is_none(),
+            "the reference is not compared with itself"
+        );
     }
     let ort = report.backend(BackendKind::OrtCpu).unwrap();
     if ort_available("compare_models_sees_a_changed_weight") {
@@ -538,7 +583,11 @@ fn compare_models_sees_a_changed_weight_and_backends_agreeing() {
         }
     } else {
         assert_eq!(ort.status, Status::Skipped);
-        assert!(ort.reason.as_deref().unwrap_or("").contains("ONNX Runtime"), "{:?}", ort.reason);
+        assert!(
+            ort.reason.as_deref().unwrap_or("").contains("ONNX Runtime"),
+            "{:?}",
+            ort.reason
+        );
     }
     assert!(report.passed());
     let json = serde_json::to_value(&report).unwrap();
@@ -554,11 +603,19 @@ fn identical_models_fail_when_a_change_is_expected() {
 
     let report = compare_models(&original, &copy, &backends, &compare_options());
     assert!(!report.passed(), "{report}");
-    let ran: Vec<_> = report.backends.iter().filter(|b| b.status != Status::Skipped).collect();
+    let ran: Vec<_> = report
+        .backends
+        .iter()
+        .filter(|b| b.status != Status::Skipped)
+        .collect();
     assert!(!ran.is_empty());
     for b in ran {
         assert_eq!(b.status, Status::Failed);
-        assert!(b.reason.as_deref().unwrap().contains("changed nothing"), "{:?}", b.reason);
+        assert!(
+            b.reason.as_deref().unwrap().contains("changed nothing"),
+            "{:?}",
+            b.reason
+        );
         assert_eq!(b.outputs[0].max_abs_change, 0.0);
     }
 
@@ -582,11 +639,20 @@ fn a_required_backend_that_cannot_run_is_a_failure() {
         ..compare_options()
     };
     let report = compare_models(&original, &candidate, &[BackendKind::Tract], &opts);
-    let cuda = report.backend(BackendKind::OrtCuda).expect("required backends always run");
+    let cuda = report
+        .backend(BackendKind::OrtCuda)
+        .expect("required backends always run");
     assert!(cuda.required);
     if cuda.status != Status::Passed {
         assert_eq!(cuda.status, Status::Failed);
-        assert!(cuda.reason.as_deref().unwrap().starts_with("required, but skipped"), "{:?}", cuda.reason);
+        assert!(
+            cuda.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("required, but skipped"),
+            "{:?}",
+            cuda.reason
+        );
         assert!(!report.passed());
     }
 }
@@ -596,11 +662,20 @@ fn a_candidate_that_does_not_load_fails_instead_of_skipping() {
     let dir = tempfile::tempdir().unwrap();
     let original = write(dir.path(), "mlp.onnx", &model(mlp_graph(&W2), &[]));
     let broken = write(dir.path(), "broken.onnx", b"\x08\x08\x3a\xff\xff\xff\x0f");
-    let report = compare_models(&original, &broken, &[BackendKind::Tract], &compare_options());
+    let report = compare_models(
+        &original,
+        &broken,
+        &[BackendKind::Tract],
+        &compare_options(),
+    );
     if cfg!(feature = "tract") {
         let tract = report.backend(BackendKind::Tract).unwrap();
         assert_eq!(tract.status, Status::Failed, "{report}");
-        assert!(tract.reason.as_deref().unwrap().contains("candidate does not load"));
+        assert!(tract
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("candidate does not load"));
     }
     assert!(!report.passed());
 }
@@ -609,9 +684,14 @@ fn a_candidate_that_does_not_load_fails_instead_of_skipping() {
 /// here (original against itself: this checks the backends, not rewiring).
 #[test]
 fn committed_models_agree_across_backends() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join("torch");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join("torch");
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!("SKIPPED committed_models_agree_across_backends: no {}", dir.display());
+        eprintln!(
+            "SKIPPED committed_models_agree_across_backends: no {}",
+            dir.display()
+        );
         return;
     };
     let mut models: Vec<PathBuf> = entries
@@ -625,7 +705,12 @@ fn committed_models_agree_across_backends() {
         ..compare_options()
     };
     for path in models {
-        let report = compare_models(&path, &path, &[BackendKind::Tract, BackendKind::OrtCpu], &opts);
+        let report = compare_models(
+            &path,
+            &path,
+            &[BackendKind::Tract, BackendKind::OrtCpu],
+            &opts,
+        );
         eprintln!("{}:\n{report}", path.display());
         for b in &report.backends {
             assert_ne!(b.status, Status::Failed, "{}: {report}", path.display());

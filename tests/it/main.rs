@@ -2,6 +2,10 @@
 
 mod algorithm;
 mod cli;
+mod exporters;
 mod fixtures;
+mod hostile;
 mod locate;
 mod roundtrip;
+mod train;
+mod backend;

@@ -1,0 +1,74 @@
+//! Speed of one training step (batch 64) on the five reference models.
+//!
+//! A step is what [`Trainer::step`] does: feed batch, parameters and running
+//! statistics to ONNX Runtime's CPU provider, run loss + gradients, update
+//! with SGD-momentum in Rust. The models are the `bench.onnx` exports next
+//! to the gradient fixtures (same weights as `model.onnx`, batch 64). The
+//! forward pass alone is timed too, as the yardstick a gradient graph is
+//! usually judged by (a backward pass costs about twice the forward).
+//!
+//! Run: `cargo bench --bench train_step` (needs ONNX Runtime; see the
+//! backend module for how it is found). Without it the benchmark prints
+//! SKIPPED and measures nothing.
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use pa_onnx::backend::{self, BackendKind, BackendOptions, HostTensor, TensorData};
+use pa_onnx::train::{build_training_graph, Sgd, TrainGraphOptions, Trainer};
+use rand::{Rng, SeedableRng};
+
+const CASES: [&str; 5] = ["mlp", "cnn_bn", "resnet", "mobilenet", "transformer"];
+
+fn train_step(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grads");
+    let mut g = c.benchmark_group("train_step");
+    g.sampling_mode(SamplingMode::Flat).sample_size(20);
+    for case in CASES {
+        let path = root.join(case).join("bench.onnx");
+        let model = std::fs::read(&path).unwrap();
+        let graph = build_training_graph(&model, &TrainGraphOptions::default()).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let x = &graph.data_inputs[0];
+        let shape: Vec<usize> = x.shape.iter().map(|&d| d as usize).collect();
+        let n: usize = shape.iter().product();
+        let input = HostTensor::new(
+            shape,
+            TensorData::F32((0..n).map(|_| rng.random::<f32>() - 0.5).collect()),
+        )
+        .unwrap();
+        let batch = graph.data_inputs[1].shape[0] as usize;
+        let labels = HostTensor::new(
+            vec![batch],
+            TensorData::I64((0..batch as i64).map(|i| i % 5).collect()),
+        )
+        .unwrap();
+        let inputs = vec![(x.name.clone(), input.clone())];
+
+        let opts = BackendOptions::default();
+        let mut forward = match backend::open(BackendKind::OrtCpu, &path, &opts) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("SKIPPED train_step/{case}: {e}");
+                continue;
+            }
+        };
+        g.bench_function(format!("{case}/forward"), |b| {
+            b.iter(|| forward.run(&inputs).unwrap())
+        });
+        let mut trainer = Trainer::new(
+            graph,
+            BackendKind::OrtCpu,
+            &opts,
+            Box::new(Sgd::new(1e-3, 0.9, 0.0)),
+        )
+        .unwrap();
+        g.bench_function(format!("{case}/step"), |b| {
+            b.iter(|| trainer.step(&inputs, labels.clone()).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, train_step);
+criterion_main!(benches);

@@ -1,0 +1,396 @@
+//! Training graphs checked against PyTorch autograd, on every backend.
+//!
+//! The fixtures in `tests/fixtures/grads/` were made by
+//! `scripts/ref_grads.py`: a forward model exported from PyTorch, one batch,
+//! and the float64 autograd gradients of its mean cross-entropy. pa-onnx
+//! builds its own gradient graph from the ONNX model alone, so agreement
+//! here means each gradient rule matches the operator's definition. The
+//! same graphs run on tract and on ONNX Runtime's CPU provider; a missing
+//! ONNX Runtime prints SKIPPED rather than passing silently.
+
+use std::path::{Path, PathBuf};
+
+use pa_onnx::backend::{self, BackendKind, BackendOptions, HostTensor, TensorData};
+use pa_onnx::train::{build_training_graph, TrainGraphOptions, TrainingGraph};
+
+const TOLERANCE: f64 = 1e-4;
+
+fn fixture_dir(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/grads")
+        .join(case)
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn read_i64(path: &Path) -> Vec<i64> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn shape_of(v: &serde_json::Value) -> Vec<usize> {
+    v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect()
+}
+
+/// One fixture: the training graph plus the feeds and reference values.
+struct Case {
+    graph: TrainingGraph,
+    feeds: Vec<(String, HostTensor)>,
+    loss: f64,
+    grads: Vec<(String, Vec<f32>)>,
+}
+
+fn load_case(case: &str) -> Case {
+    let dir = fixture_dir(case);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
+    let model = std::fs::read(dir.join("model.onnx")).unwrap();
+    let graph = build_training_graph(&model, &TrainGraphOptions::default())
+        .unwrap_or_else(|e| panic!("{case}: building the training graph failed: {e}"));
+    let mut feeds = vec![];
+    for input in index["inputs"].as_array().unwrap() {
+        let data = read_f32(&dir.join(input["file"].as_str().unwrap()));
+        let t = HostTensor::new(shape_of(input), TensorData::F32(data)).unwrap();
+        feeds.push((input["name"].as_str().unwrap().to_string(), t));
+    }
+    let labels = &index["labels"];
+    let data = read_i64(&dir.join(labels["file"].as_str().unwrap()));
+    feeds.push((
+        graph.labels.clone(),
+        HostTensor::new(shape_of(labels), TensorData::I64(data)).unwrap(),
+    ));
+    for p in &graph.params {
+        let shape = p.shape.iter().map(|&d| d as usize).collect();
+        feeds.push((
+            p.name.clone(),
+            HostTensor::new(shape, TensorData::F32(p.init.clone())).unwrap(),
+        ));
+    }
+    for s in &graph.running_stats {
+        let shape = s.shape.iter().map(|&d| d as usize).collect();
+        feeds.push((
+            s.input.clone(),
+            HostTensor::new(shape, TensorData::F32(s.init.clone())).unwrap(),
+        ));
+    }
+    let grads = index["grads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["param"].as_str().unwrap().to_string(),
+                read_f32(&dir.join(g["file"].as_str().unwrap())),
+            )
+        })
+        .collect();
+    Case {
+        graph,
+        feeds,
+        loss: index["loss"].as_f64().unwrap(),
+        grads,
+    }
+}
+
+/// max |a - b| / max(max |b|, floor): the error relative to the tensor's
+/// scale, so entries that happen to be near zero do not dominate. `floor`
+/// covers gradients that are zero in exact arithmetic (a bias followed by a
+/// training-mode BatchNorm, which subtracts it again): there both sides
+/// hold only rounding noise, so the model's gradient scale is the yardstick.
+fn rel_err(got: &[f64], want: &[f32], floor: f64) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want
+        .iter()
+        .fold(0f64, |m, &v| m.max((v as f64).abs()))
+        .max(floor);
+    got.iter()
+        .zip(want)
+        .fold(0f64, |m, (&a, &b)| m.max((a - b as f64).abs()))
+        / scale
+}
+
+/// Runs the case on one backend; None when the backend is unavailable.
+fn check(case_name: &str, kind: BackendKind) -> Option<f64> {
+    let case = load_case(case_name);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("train.onnx");
+    std::fs::write(&path, &case.graph.model).unwrap();
+    let mut session = match backend::open(kind, &path, &BackendOptions::default()) {
+        Ok(s) => s,
+        Err(e) if matches!(e, backend::BackendError::Unavailable { .. }) => {
+            eprintln!("SKIPPED {case_name} on {kind}: {e}");
+            return None;
+        }
+        Err(e) => panic!("{case_name} on {kind}: {e}"),
+    };
+    let outputs = session
+        .run(&case.feeds)
+        .unwrap_or_else(|e| panic!("{case_name} on {kind}: {e}"));
+    let get = |name: &str| {
+        outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no output {name}"))
+            .1
+            .to_f64()
+    };
+    let loss = get(&case.graph.loss)[0];
+    assert!(
+        ((loss - case.loss) / case.loss).abs() < TOLERANCE,
+        "{case_name} on {kind}: loss {loss} vs reference {}",
+        case.loss
+    );
+    let mut worst = 0f64;
+    let floor = 1e-3
+        * case
+            .grads
+            .iter()
+            .flat_map(|(_, g)| g)
+            .fold(0f64, |m, &v| m.max((v as f64).abs()));
+    assert_eq!(
+        case.grads.len(),
+        case.graph.params.len(),
+        "{case_name}: trainable tensors differ from PyTorch's parameters"
+    );
+    for (param, want) in &case.grads {
+        let p = case
+            .graph
+            .params
+            .iter()
+            .find(|p| &p.name == param)
+            .unwrap_or_else(|| panic!("{param} not trainable"));
+        let err = rel_err(&get(&p.grad), want, floor);
+        assert!(
+            err <= TOLERANCE,
+            "{case_name} on {kind}: gradient of {param} has relative error {err:.2e}"
+        );
+        worst = worst.max(err);
+    }
+    eprintln!("{case_name} on {kind}: loss {loss:.6}, max relative gradient error {worst:.2e}");
+    Some(worst)
+}
+
+macro_rules! grad_tests {
+    ($($name:ident: $case:literal,)*) => {
+        mod tract_grads {
+            $(#[test] fn $name() { super::check($case, super::BackendKind::Tract).expect("tract is built in"); })*
+        }
+        mod ort_cpu_grads {
+            $(#[test] fn $name() { super::check($case, super::BackendKind::OrtCpu); })*
+        }
+    };
+}
+
+grad_tests! {
+    mlp: "mlp",
+    cnn_bn: "cnn_bn",
+    resnet: "resnet",
+    mobilenet: "mobilenet",
+    transformer: "transformer",
+    ops: "ops",
+}
+
+#[test]
+fn unsupported_operator_is_named() {
+    use pa_onnx::onnx::pb;
+    use prost::Message;
+    // A Hardmax between the weight and the loss has no gradient rule.
+    let model = std::fs::read(fixture_dir("mlp").join("model.onnx")).unwrap();
+    let mut m = pb::ModelProto::decode(model.as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let relu = g.node.iter_mut().find(|n| n.op_type == "Relu").unwrap();
+    relu.op_type = "Hardmax".into();
+    relu.name = "the_hardmax".into();
+    let err = build_training_graph(&m.encode_to_vec(), &TrainGraphOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("the_hardmax") && msg.contains("Hardmax"),
+        "{msg}"
+    );
+}
+
+/// A small Gemm-BatchNorm-Relu-Gemm classifier, written with the protobuf
+/// types directly so the training loop test needs no fixture file.
+fn synthetic_mlp(batch: i64, features: i64, hidden: i64, classes: i64) -> Vec<u8> {
+    use pa_onnx::onnx::pb::{
+        self, tensor_shape_proto::dimension::Value, tensor_shape_proto::Dimension,
+    };
+    use prost::Message;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut tensor = |name: &str, dims: &[i64], scale: f32, offset: f32| pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: pb::DataType::Float as i32,
+        float_data: (0..dims.iter().product::<i64>())
+            .map(|_| offset + scale * (rng.random::<f32>() - 0.5))
+            .collect(),
+        ..Default::default()
+    };
+    let inits = vec![
+        tensor(
+            "w1",
+            &[hidden, features],
+            2.0 / (features as f32).sqrt(),
+            0.0,
+        ),
+        tensor("b1", &[hidden], 0.1, 0.0),
+        tensor("gamma", &[hidden], 0.2, 1.0),
+        tensor("beta", &[hidden], 0.2, 0.0),
+        tensor("mean", &[hidden], 0.0, 0.0),
+        tensor("var", &[hidden], 0.0, 1.0),
+        tensor("w2", &[classes, hidden], 2.0 / (hidden as f32).sqrt(), 0.0),
+        tensor("b2", &[classes], 0.1, 0.0),
+    ];
+    let node = |op: &str, ins: &[&str], out: &str| pb::NodeProto {
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        name: out.into(),
+        op_type: op.into(),
+        attribute: if op == "Gemm" {
+            vec![pb::AttributeProto {
+                name: "transB".into(),
+                r#type: pb::AttributeType::Int as i32,
+                i: 1,
+                ..Default::default()
+            }]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    };
+    let vi = |name: &str, dims: &[i64]| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(Value::DimValue(d)),
+                            denotation: String::new(),
+                        })
+                        .collect(),
+                }),
+            })),
+            denotation: String::new(),
+        }),
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "synthetic".into(),
+            node: vec![
+                node("Gemm", &["x", "w1", "b1"], "h"),
+                node(
+                    "BatchNormalization",
+                    &["h", "gamma", "beta", "mean", "var"],
+                    "hn",
+                ),
+                node("Relu", &["hn"], "a"),
+                node("Gemm", &["a", "w2", "b2"], "logits"),
+            ],
+            initializer: inits,
+            input: vec![vi("x", &[batch, features])],
+            output: vec![vi("logits", &[batch, classes])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Gaussian blobs around one random centre per class: learnable, not trivial.
+fn blobs(batch: usize, features: usize, classes: usize) -> (HostTensor, HostTensor) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let centres: Vec<Vec<f32>> = (0..classes)
+        .map(|_| {
+            (0..features)
+                .map(|_| rng.random::<f32>() * 4.0 - 2.0)
+                .collect()
+        })
+        .collect();
+    let labels: Vec<i64> = (0..batch).map(|i| (i % classes) as i64).collect();
+    let x: Vec<f32> = labels
+        .iter()
+        .flat_map(|&l| centres[l as usize].clone())
+        .map(|c| c + rng.random::<f32>() - 0.5)
+        .collect();
+    (
+        HostTensor::new(vec![batch, features], TensorData::F32(x)).unwrap(),
+        HostTensor::new(vec![batch], TensorData::I64(labels)).unwrap(),
+    )
+}
+
+fn train_50_steps(
+    kind: BackendKind,
+    optimizer: Box<dyn pa_onnx::train::Optimizer>,
+) -> Option<(f32, f32)> {
+    let (batch, features, hidden, classes) = (64, 8, 16, 4);
+    let model = synthetic_mlp(batch as i64, features as i64, hidden as i64, classes as i64);
+    let graph = build_training_graph(&model, &TrainGraphOptions::default()).unwrap();
+    assert_eq!(graph.running_stats.len(), 2);
+    let mut trainer =
+        match pa_onnx::train::Trainer::new(graph, kind, &BackendOptions::default(), optimizer) {
+            Ok(t) => t,
+            Err(pa_onnx::train::TrainError::Backend(e)) if e.is_skippable() => {
+                eprintln!("SKIPPED training loop on {kind}: {e}");
+                return None;
+            }
+            Err(e) => panic!("{kind}: {e}"),
+        };
+    let (x, labels) = blobs(batch, features, classes);
+    let inputs = vec![("x".to_string(), x)];
+    let losses: Vec<f32> = (0..50)
+        .map(|_| trainer.step(&inputs, labels.clone()).unwrap())
+        .collect();
+    let (first, last) = (losses[0], losses[49]);
+    eprintln!("{kind}: loss {first:.4} -> {last:.4} over 50 steps");
+    assert!(losses.iter().all(|l| l.is_finite()));
+    let moved = trainer
+        .running_stats()
+        .any(|(_, v)| v.iter().any(|&m| m != 0.0 && m != 1.0));
+    assert!(moved, "running statistics were not updated");
+    Some((first, last))
+}
+
+#[test]
+fn sgd_momentum_decreases_the_loss() {
+    use pa_onnx::train::Sgd;
+    for kind in [BackendKind::Tract, BackendKind::OrtCpu] {
+        if let Some((first, last)) = train_50_steps(kind, Box::new(Sgd::new(0.05, 0.9, 1e-4))) {
+            assert!(last < 0.25 * first, "{kind}: loss {first} -> {last}");
+        }
+    }
+}
+
+#[test]
+fn adamw_decreases_the_loss() {
+    use pa_onnx::train::AdamW;
+    for kind in [BackendKind::Tract, BackendKind::OrtCpu] {
+        if let Some((first, last)) = train_50_steps(kind, Box::new(AdamW::new(0.01, 0.01))) {
+            assert!(last < 0.25 * first, "{kind}: loss {first} -> {last}");
+        }
+    }
+}
