@@ -14,7 +14,9 @@ use rand_distr::{Distribution, Normal};
 fn kaiming(rows: usize, cols: usize) -> Vec<f64> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let d = Normal::new(0.0, (2.0 / cols as f64).sqrt()).unwrap();
-    (0..rows * cols).map(|_| d.sample(&mut rng) as f32 as f64).collect()
+    (0..rows * cols)
+        .map(|_| d.sample(&mut rng) as f32 as f64)
+        .collect()
 }
 
 fn matrices(c: &mut Criterion) {
@@ -23,7 +25,15 @@ fn matrices(c: &mut Criterion) {
     for (r, k) in [(64usize, 784usize), (512, 512), (512, 4608), (1000, 2048)] {
         let vals = kaiming(r, k);
         g.bench_function(format!("{r}x{k}"), |b| {
-            b.iter(|| rewire_values(&vals, &[r as u64, k as u64], &[0, 1], "w", &Options::default()))
+            b.iter(|| {
+                rewire_values(
+                    &vals,
+                    &[r as u64, k as u64],
+                    &[0, 1],
+                    "w",
+                    &Options::default(),
+                )
+            })
         });
     }
     g.finish();

@@ -7,16 +7,16 @@
 //! writes the patched file through [`onnx::patch`], and [`verify`] proves the
 //! result is a permutation of the input (and runs it, through [`backend`]).
 
+pub mod backend;
 pub mod error;
+pub mod onnx;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod rewire;
 pub mod synth;
-pub mod onnx;
-pub mod backend;
-pub mod verify;
 pub mod train;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use pipeline::{rewire_file, rewire_tensor, RewireOptions};

@@ -34,7 +34,8 @@ pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Vec<u
     let t = &model.tensors[w.tensor];
     let bytes = model.payload(t)?;
     let values = payload::decode_f64(t, &bytes)?;
-    let enc = payload::encoding(t).ok_or_else(|| Error::tensor(&t.name, "elements are not addressable"))?;
+    let enc = payload::encoding(t)
+        .ok_or_else(|| Error::tensor(&t.name, "elements are not addressable"))?;
     let outcome = rewire::rewire_values(&values, &t.dims, &w.axes, &w.key, opts);
     let mut out = Vec::new();
     payload::permute(enc, &bytes, &outcome.perm, &mut out);
@@ -62,13 +63,22 @@ pub fn plan_file(input: &Path, selection: &Selection) -> Result<(Model, Plan)> {
 }
 
 /// Rewires `input` into `output` (or only plans, when `output` is None).
-pub fn rewire_file(input: &Path, output: Option<&Path>, opts: &RewireOptions) -> Result<RewireReport> {
+pub fn rewire_file(
+    input: &Path,
+    output: Option<&Path>,
+    opts: &RewireOptions,
+) -> Result<RewireReport> {
     let (model, plan) = plan_file(input, &opts.selection)?;
     rewire_model(&model, &plan, output, opts)
 }
 
 /// Rewires an already read and planned model.
-pub fn rewire_model(model: &Model, plan: &Plan, output: Option<&Path>, opts: &RewireOptions) -> Result<RewireReport> {
+pub fn rewire_model(
+    model: &Model,
+    plan: &Plan,
+    output: Option<&Path>,
+    opts: &RewireOptions,
+) -> Result<RewireReport> {
     let input_path = model
         .path
         .as_ref()

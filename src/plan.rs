@@ -143,7 +143,8 @@ impl Selection {
     }
 
     fn rejects(&self, w: &Weight) -> Option<String> {
-        let names = || std::iter::once(w.name.as_str()).chain(w.consumers.iter().map(|c| c.node.as_str()));
+        let names =
+            || std::iter::once(w.name.as_str()).chain(w.consumers.iter().map(|c| c.node.as_str()));
         if !self.ops.is_empty() && !w.consumers.iter().any(|c| self.ops.contains(&c.op)) {
             return Some(format!("its op {} is not selected by --op", w.op));
         }
@@ -188,12 +189,15 @@ impl Plan {
     }
 }
 
+/// A reader of a value: (node index, input slot), or None for a graph
+/// output.
+type Reader = Option<(usize, usize)>;
+
 /// Where a name is defined, per graph scope.
 #[derive(Default)]
 struct Scopes {
-    /// (graph, name) -> readers: (node index, input slot), or None for a
-    /// graph output.
-    uses: HashMap<(usize, String), Vec<Option<(usize, usize)>>>,
+    /// (defining graph, name) -> its readers.
+    uses: HashMap<(usize, String), Vec<Reader>>,
 }
 
 fn build_scopes(model: &Model) -> Scopes {
@@ -248,7 +252,10 @@ fn build_scopes(model: &Model) -> Scopes {
 }
 
 enum Finding {
-    Dense { consumer: Consumer, axes: Vec<usize> },
+    Dense {
+        consumer: Consumer,
+        axes: Vec<usize>,
+    },
     Blocker(String, bool),
 }
 
@@ -260,9 +267,20 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn visit(&self, graph: usize, name: &str, axes: Vec<usize>, through: Vec<String>, depth: usize, out: &mut Vec<Finding>) {
+    fn visit(
+        &self,
+        graph: usize,
+        name: &str,
+        axes: Vec<usize>,
+        through: Vec<String>,
+        depth: usize,
+        out: &mut Vec<Finding>,
+    ) {
         if depth > 64 {
-            out.push(Finding::Blocker("reached through more than 64 pass-through ops".into(), false));
+            out.push(Finding::Blocker(
+                "reached through more than 64 pass-through ops".into(),
+                false,
+            ));
             return;
         }
         let Some(uses) = self.scopes.uses.get(&(graph, name.to_string())) else {
@@ -301,7 +319,9 @@ impl Walker<'_> {
                         self.visit(fg, formal, axes.clone(), t, depth + 1, out);
                     }
                     None => out.push(Finding::Blocker(
-                        format!("is input {slot} of function call `{label}`, which has no such input"),
+                        format!(
+                            "is input {slot} of function call `{label}`, which has no such input"
+                        ),
                         false,
                     )),
                 }
@@ -309,7 +329,10 @@ impl Walker<'_> {
             }
             if !default_domain {
                 out.push(Finding::Blocker(
-                    format!("also read by {}::{op} node `{label}` (input {slot})", node.domain),
+                    format!(
+                        "also read by {}::{op} node `{label}` (input {slot})",
+                        node.domain
+                    ),
                     false,
                 ));
                 continue;
@@ -324,7 +347,9 @@ impl Walker<'_> {
                     let valid = q.len() == axes.len() && {
                         let mut seen = vec![false; q.len()];
                         q.iter().all(|&a| {
-                            a >= 0 && (a as usize) < seen.len() && !std::mem::replace(&mut seen[a as usize], true)
+                            a >= 0
+                                && (a as usize) < seen.len()
+                                && !std::mem::replace(&mut seen[a as usize], true)
                         })
                     };
                     if !valid {
@@ -339,12 +364,22 @@ impl Walker<'_> {
                 }
                 ("Gemm", 1) => {
                     if axes.len() != 2 {
-                        out.push(Finding::Blocker(format!("is a rank-{} input of Gemm `{label}`", axes.len()), true));
+                        out.push(Finding::Blocker(
+                            format!("is a rank-{} input of Gemm `{label}`", axes.len()),
+                            true,
+                        ));
                         continue;
                     }
                     let trans_b = node.attr_int("transB").unwrap_or(0) != 0;
-                    let axes = if trans_b { axes.clone() } else { vec![axes[1], axes[0]] };
-                    out.push(Finding::Dense { consumer: consumer(), axes });
+                    let axes = if trans_b {
+                        axes.clone()
+                    } else {
+                        vec![axes[1], axes[0]]
+                    };
+                    out.push(Finding::Dense {
+                        consumer: consumer(),
+                        axes,
+                    });
                 }
                 ("MatMul", 0 | 1) => {
                     if axes.len() != 2 {
@@ -354,18 +389,34 @@ impl Walker<'_> {
                         ));
                         continue;
                     }
-                    let axes = if slot == 1 { vec![axes[1], axes[0]] } else { axes.clone() };
-                    out.push(Finding::Dense { consumer: consumer(), axes });
+                    let axes = if slot == 1 {
+                        vec![axes[1], axes[0]]
+                    } else {
+                        axes.clone()
+                    };
+                    out.push(Finding::Dense {
+                        consumer: consumer(),
+                        axes,
+                    });
                 }
                 ("Conv" | "ConvTranspose", 1) => {
                     if axes.len() < 3 {
-                        out.push(Finding::Blocker(format!("is a rank-{} weight of {op} `{label}`", axes.len()), true));
+                        out.push(Finding::Blocker(
+                            format!("is a rank-{} weight of {op} `{label}`", axes.len()),
+                            true,
+                        ));
                         continue;
                     }
-                    out.push(Finding::Dense { consumer: consumer(), axes: axes.clone() });
+                    out.push(Finding::Dense {
+                        consumer: consumer(),
+                        axes: axes.clone(),
+                    });
                 }
                 ("Gemm", 2) | ("Conv" | "ConvTranspose", 2) => {
-                    out.push(Finding::Blocker(format!("is the bias of {op} `{label}`"), false));
+                    out.push(Finding::Blocker(
+                        format!("is the bias of {op} `{label}`"),
+                        false,
+                    ));
                 }
                 _ => out.push(Finding::Blocker(
                     format!("is read by {op} `{label}` (input {slot})"),
@@ -400,14 +451,21 @@ pub fn locate(model: &Model) -> Result<Plan> {
             TensorOwner::Initializer { graph } => (*graph, t.name.clone()),
             TensorOwner::ConstantNode { node } => (model.nodes[*node].graph, t.name.clone()),
             TensorOwner::Sparse { .. } => {
-                plan.skipped.push(skip(SkipKind::Storage, "is part of a sparse initializer".into()));
+                plan.skipped.push(skip(
+                    SkipKind::Storage,
+                    "is part of a sparse initializer".into(),
+                ));
                 continue;
             }
             TensorOwner::Attribute { node, attribute } => {
                 let n = &model.nodes[*node];
                 plan.skipped.push(skip(
                     SkipKind::NotAWeight,
-                    format!("is the `{attribute}` attribute of {} `{}`", n.op_type, n.label(*node)),
+                    format!(
+                        "is the `{attribute}` attribute of {} `{}`",
+                        n.op_type,
+                        n.label(*node)
+                    ),
                 ));
                 continue;
             }
@@ -431,7 +489,8 @@ pub fn locate(model: &Model) -> Result<Plan> {
             }
         }
         if dense.is_empty() && blockers.is_empty() {
-            plan.skipped.push(skip(SkipKind::Unused, "is not read by any node".into()));
+            plan.skipped
+                .push(skip(SkipKind::Unused, "is not read by any node".into()));
             continue;
         }
         if let Some((reason, shape_issue)) = blockers.first() {
@@ -456,7 +515,10 @@ pub fn locate(model: &Model) -> Result<Plan> {
         if !t.dtype.is_rewirable_float() {
             plan.skipped.push(skip(
                 SkipKind::Dtype,
-                format!("has dtype {} (only float16/bfloat16/float32/float64 are rewired)", t.dtype),
+                format!(
+                    "has dtype {} (only float16/bfloat16/float32/float64 are rewired)",
+                    t.dtype
+                ),
             ));
             continue;
         }
@@ -472,7 +534,8 @@ pub fn locate(model: &Model) -> Result<Plan> {
             continue;
         }
         if t.numel == 0 {
-            plan.skipped.push(skip(SkipKind::Shape, "has no elements".into()));
+            plan.skipped
+                .push(skip(SkipKind::Shape, "has no elements".into()));
             continue;
         }
         if payload::encoding(t).is_none() {
@@ -480,12 +543,21 @@ pub fn locate(model: &Model) -> Result<Plan> {
                 crate::onnx::Storage::Unsupported(r) => r.clone(),
                 s => s.kind().to_string(),
             };
-            plan.skipped.push(skip(SkipKind::Storage, format!("is stored as {why}, which cannot be permuted in place")));
+            plan.skipped.push(skip(
+                SkipKind::Storage,
+                format!("is stored as {why}, which cannot be permuted in place"),
+            ));
             continue;
         }
         let bytes = model.payload(t)?;
-        if !payload::decode_f64(t, &bytes)?.iter().all(|v| v.is_finite()) {
-            plan.skipped.push(skip(SkipKind::NonFinite, "contains NaN or infinite values".into()));
+        if !payload::decode_f64(t, &bytes)?
+            .iter()
+            .all(|v| v.is_finite())
+        {
+            plan.skipped.push(skip(
+                SkipKind::NonFinite,
+                "contains NaN or infinite values".into(),
+            ));
             continue;
         }
         let rows = t.dims[axes[0]];

@@ -51,7 +51,13 @@ fn int(name: &str, v: i64) -> pb::AttributeProto {
     }
 }
 
-fn node(op: &str, name: &str, inputs: &[&str], output: &str, attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
     pb::NodeProto {
         op_type: op.into(),
         name: name.into(),
@@ -97,7 +103,8 @@ impl Builder {
         let fan_in = (cin * k * k) as usize;
         let raw = kaiming((cout * cin * k * k) as usize, fan_in, &mut self.rng);
         self.inits.push(tensor(&w, &[cout, cin, k, k], raw));
-        self.inits.push(tensor(&b, &[cout], vec![0; cout as usize * 4]));
+        self.inits
+            .push(tensor(&b, &[cout], vec![0; cout as usize * 4]));
         let out = format!("{name}.out");
         let p = k / 2;
         self.nodes.push(node(
@@ -105,12 +112,22 @@ impl Builder {
             name,
             &[x, &w, &b],
             &out,
-            vec![ints("kernel_shape", &[k, k]), ints("strides", &[stride, stride]), ints("pads", &[p, p, p, p])],
+            vec![
+                ints("kernel_shape", &[k, k]),
+                ints("strides", &[stride, stride]),
+                ints("pads", &[p, p, p, p]),
+            ],
         ));
         out
     }
 
-    fn op(&mut self, op: &str, name: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>) -> String {
+    fn op(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: Vec<pb::AttributeProto>,
+    ) -> String {
         let out = format!("{name}.out");
         self.nodes.push(node(op, name, inputs, &out, attrs));
         out
@@ -132,10 +149,17 @@ pub fn resnet18() -> Vec<u8> {
         "MaxPool",
         "maxpool",
         &[&x],
-        vec![ints("kernel_shape", &[3, 3]), ints("strides", &[2, 2]), ints("pads", &[1, 1, 1, 1])],
+        vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("strides", &[2, 2]),
+            ints("pads", &[1, 1, 1, 1]),
+        ],
     );
     let mut cin = 64;
-    for (li, (cout, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate() {
+    for (li, (cout, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)]
+        .into_iter()
+        .enumerate()
+    {
         for bi in 0..2 {
             let s = if bi == 0 { stride } else { 1 };
             let p = format!("layer{}.{bi}", li + 1);
@@ -157,11 +181,25 @@ pub fn resnet18() -> Vec<u8> {
     let raw = kaiming(1000 * 512, 512, &mut b.rng);
     b.inits.push(tensor("fc.weight", &[1000, 512], raw));
     b.inits.push(tensor("fc.bias", &[1000], vec![0; 4000]));
-    b.nodes.push(node("Gemm", "fc", &[&x, "fc.weight", "fc.bias"], "output", vec![int("transB", 1)]));
-    encode(b, vec![value_info("input", &[1, 3, 224, 224])], vec![value_info("output", &[1, 1000])])
+    b.nodes.push(node(
+        "Gemm",
+        "fc",
+        &[&x, "fc.weight", "fc.bias"],
+        "output",
+        vec![int("transB", 1)],
+    ));
+    encode(
+        b,
+        vec![value_info("input", &[1, 3, 224, 224])],
+        vec![value_info("output", &[1, 1000])],
+    )
 }
 
-fn encode(b: Builder, inputs: Vec<pb::ValueInfoProto>, outputs: Vec<pb::ValueInfoProto>) -> Vec<u8> {
+fn encode(
+    b: Builder,
+    inputs: Vec<pb::ValueInfoProto>,
+    outputs: Vec<pb::ValueInfoProto>,
+) -> Vec<u8> {
     pb::ModelProto {
         ir_version: 8,
         producer_name: "pa-onnx synth".into(),
@@ -186,10 +224,16 @@ fn encode(b: Builder, inputs: Vec<pb::ValueInfoProto>, outputs: Vec<pb::ValueInf
 /// model, `layers` Gemm layers of `width x width` floats each: for scale
 /// tests beyond the 2 GiB protobuf limit. Values are written as they are
 /// drawn, so making the file costs little memory.
-pub fn external_mlp(dir: &Path, model_name: &str, layers: usize, width: usize) -> Result<std::path::PathBuf> {
+pub fn external_mlp(
+    dir: &Path,
+    model_name: &str,
+    layers: usize,
+    width: usize,
+) -> Result<std::path::PathBuf> {
     let data_name = format!("{model_name}.data");
     let data_path = dir.join(&data_name);
-    let file = std::fs::File::create(&data_path).map_err(|e| Error::io("cannot create", &data_path, e))?;
+    let file =
+        std::fs::File::create(&data_path).map_err(|e| Error::io("cannot create", &data_path, e))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2024);
     let mut b = Builder {
@@ -206,7 +250,10 @@ pub fn external_mlp(dir: &Path, model_name: &str, layers: usize, width: usize) -
             w.write_all(&kaiming(width, width, &mut rng))
                 .map_err(|e| Error::io("cannot write", &data_path, e))?;
         }
-        let entry = |k: &str, v: String| pb::StringStringEntryProto { key: k.into(), value: v };
+        let entry = |k: &str, v: String| pb::StringStringEntryProto {
+            key: k.into(),
+            value: v,
+        };
         b.inits.push(pb::TensorProto {
             name: name.clone(),
             dims: vec![width as i64, width as i64],
@@ -219,10 +266,20 @@ pub fn external_mlp(dir: &Path, model_name: &str, layers: usize, width: usize) -
             ],
             ..Default::default()
         });
-        x = b.op("Gemm", &format!("fc{l}"), &[&x, &name], vec![int("transB", 1)]);
+        x = b.op(
+            "Gemm",
+            &format!("fc{l}"),
+            &[&x, &name],
+            vec![int("transB", 1)],
+        );
     }
-    w.flush().map_err(|e| Error::io("cannot write", &data_path, e))?;
-    let model = encode(b, vec![value_info("input", &[1, width as i64])], vec![value_info(&x, &[1, width as i64])]);
+    w.flush()
+        .map_err(|e| Error::io("cannot write", &data_path, e))?;
+    let model = encode(
+        b,
+        vec![value_info("input", &[1, width as i64])],
+        vec![value_info(&x, &[1, width as i64])],
+    );
     let path = dir.join(model_name);
     std::fs::write(&path, model).map_err(|e| Error::io("cannot write", &path, e))?;
     Ok(path)

@@ -51,7 +51,10 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
     let mut json = Json {
         pa_onnx_version: env!("CARGO_PKG_VERSION"),
         tract,
-        ort: Availability { available: false, reason: None },
+        ort: Availability {
+            available: false,
+            reason: None,
+        },
         ort_library: None,
         ort_found_via: None,
         ort_version: None,
@@ -79,15 +82,22 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
     p.out(&format!("pa-onnx {}", json.pa_onnx_version));
     p.out(&line("tract", &json.tract));
     p.out(&line("ort", &json.ort));
-    if let (Some(lib), Some(via), Some(v)) = (&json.ort_library, &json.ort_found_via, &json.ort_version) {
+    if let (Some(lib), Some(via), Some(v)) =
+        (&json.ort_library, &json.ort_found_via, &json.ort_version)
+    {
         p.out(&format!("  library:   {lib} (found via {via})"));
         p.out(&format!("  version:   {v}"));
         p.out(&format!("  providers: {}", json.ort_providers.join(", ")));
     }
     let cuda = if !json.cuda_feature {
         "unavailable: built without the `cuda` feature".to_string()
-    } else if json.ort_providers.iter().any(|p| p == "CUDAExecutionProvider") {
-        "offered by the ONNX Runtime library (a verify run shows whether it really executes)".to_string()
+    } else if json
+        .ort_providers
+        .iter()
+        .any(|p| p == "CUDAExecutionProvider")
+    {
+        "offered by the ONNX Runtime library (a verify run shows whether it really executes)"
+            .to_string()
     } else {
         "unavailable: the ONNX Runtime library offers no CUDAExecutionProvider".to_string()
     };

@@ -57,7 +57,11 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         opsets.join(" ")
     ));
     let total: u64 = plan.weights.iter().map(|w| w.rows * w.cols).sum();
-    p.out(&format!("\nweights: {} ({} values)", plan.weights.len(), total));
+    p.out(&format!(
+        "\nweights: {} ({} values)",
+        plan.weights.len(),
+        total
+    ));
     let mut rows = vec![[
         "NAME".to_string(),
         "OP".into(),

@@ -116,7 +116,11 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
             }) as pipeline::Progress
         }),
     };
-    let output = if args.dry_run { None } else { args.output.as_deref() };
+    let output = if args.dry_run {
+        None
+    } else {
+        args.output.as_deref()
+    };
     let report = pipeline::rewire_model(&model, &plan, output, &opts)?;
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -126,7 +130,12 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         write_atomically(path, text.as_bytes())?;
     }
     let verified = match (output, args.verify.is_empty()) {
-        (Some(out), false) => Some(verify_output(&args.input, out, &verify_backends, &args.inference)?),
+        (Some(out), false) => Some(verify_output(
+            &args.input,
+            out,
+            &verify_backends,
+            &args.inference,
+        )?),
         _ => None,
     };
     if args.json {
@@ -164,7 +173,11 @@ fn verify_output(
     if let Some(r) = &inf {
         text.push_str(&format!("\ninference:\n{r}"));
     }
-    text.push_str(if passed { "\nverify: PASSED" } else { "\nverify: FAILED" });
+    text.push_str(if passed {
+        "\nverify: PASSED"
+    } else {
+        "\nverify: FAILED"
+    });
     Ok((passed, json, text))
 }
 
@@ -174,12 +187,21 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> pa_onnx::Result<()>
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    let mut f = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| Error::Io { action: "cannot create a file in", path: dir.into(), source: e })?;
-    f.write_all(bytes)
-        .map_err(|e| Error::Io { action: "cannot write", path: path.into(), source: e })?;
-    f.persist(path)
-        .map_err(|e| Error::Io { action: "cannot write", path: path.into(), source: e.error })?;
+    let mut f = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::Io {
+        action: "cannot create a file in",
+        path: dir.into(),
+        source: e,
+    })?;
+    f.write_all(bytes).map_err(|e| Error::Io {
+        action: "cannot write",
+        path: path.into(),
+        source: e,
+    })?;
+    f.persist(path).map_err(|e| Error::Io {
+        action: "cannot write",
+        path: path.into(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
@@ -208,14 +230,21 @@ fn summary(r: &RewireReport) -> String {
         r.input.path,
         r.method,
         r.seed,
-        if r.stabilize > 0 { format!(", stabilize {}", r.stabilize) } else { String::new() }
+        if r.stabilize > 0 {
+            format!(", stabilize {}", r.stabilize)
+        } else {
+            String::new()
+        }
     ));
     if !r.tensors.is_empty() {
         out.push_str(&table(&rows));
         out.push('\n');
     }
     if !r.skipped.is_empty() {
-        out.push_str(&format!("skipped {} tensors (see `pa-onnx inspect` for reasons)\n", r.skipped.len()));
+        out.push_str(&format!(
+            "skipped {} tensors (see `pa-onnx inspect` for reasons)\n",
+            r.skipped.len()
+        ));
     }
     if let Some(o) = &r.output {
         out.push_str(&format!("wrote {}\n", o.path));

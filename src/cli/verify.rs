@@ -78,8 +78,12 @@ fn option_error(option: &str, detail: impl Into<String>) -> Error {
 pub fn parse_backends(option: &str, list: &[String]) -> pa_onnx::Result<Vec<BackendKind>> {
     list.iter()
         .map(|s| {
-            s.parse::<BackendKind>()
-                .map_err(|_| option_error(option, format!("`{s}` is not one of tract, ort-cpu, ort-cuda")))
+            s.parse::<BackendKind>().map_err(|_| {
+                option_error(
+                    option,
+                    format!("`{s}` is not one of tract, ort-cpu, ort-cuda"),
+                )
+            })
         })
         .collect()
 }
@@ -92,18 +96,32 @@ impl InferenceArgs {
             let (name, dims) = s
                 .rsplit_once(':')
                 .ok_or_else(|| option_error("--input-shape", format!("`{s}` is not NAME:DIMS")))?;
-            let dims: Result<Vec<usize>, _> = dims.split(['x', ',']).map(|d| d.trim().parse::<usize>()).collect();
-            let dims = dims.map_err(|_| option_error("--input-shape", format!("`{s}`: dims must look like 1x3x224x224")))?;
+            let dims: Result<Vec<usize>, _> = dims
+                .split(['x', ','])
+                .map(|d| d.trim().parse::<usize>())
+                .collect();
+            let dims = dims.map_err(|_| {
+                option_error(
+                    "--input-shape",
+                    format!("`{s}`: dims must look like 1x3x224x224"),
+                )
+            })?;
             shapes.insert(name.to_string(), dims);
         }
         let mut tolerances = HashMap::new();
         for t in &self.tolerances {
             let parts: Vec<&str> = t.rsplitn(3, ':').collect();
             let parsed = match parts.as_slice() {
-                [rtol, atol, name] => rtol.parse::<f64>().ok().zip(atol.parse::<f64>().ok()).map(|(r, a)| (name.to_string(), (a, r))),
+                [rtol, atol, name] => rtol
+                    .parse::<f64>()
+                    .ok()
+                    .zip(atol.parse::<f64>().ok())
+                    .map(|(r, a)| (name.to_string(), (a, r))),
                 _ => None,
             };
-            let (name, tol) = parsed.ok_or_else(|| option_error("--tolerance", format!("`{t}` is not NAME:ATOL:RTOL")))?;
+            let (name, tol) = parsed.ok_or_else(|| {
+                option_error("--tolerance", format!("`{t}` is not NAME:ATOL:RTOL"))
+            })?;
             tolerances.insert(name, tol);
         }
         Ok(InferenceOptions {
@@ -134,7 +152,9 @@ pub fn run_inference(
     if backends.is_empty() && opts.require.is_empty() {
         return Ok(None);
     }
-    Ok(Some(inference::compare_models(original, candidate, backends, &opts)))
+    Ok(Some(inference::compare_models(
+        original, candidate, backends, &opts,
+    )))
 }
 
 pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
@@ -154,17 +174,27 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         p.out(&structure_summary(&report));
         if let Some(r) = &inference {
             p.out(&format!("\ninference:\n{r}"));
-            p.out(if r.passed() { "inference: PASSED" } else { "inference: FAILED" });
+            p.out(if r.passed() {
+                "inference: PASSED"
+            } else {
+                "inference: FAILED"
+            });
         }
     }
-    Ok(if passed { Status::Ok } else { Status::CheckFailed })
+    Ok(if passed {
+        Status::Ok
+    } else {
+        Status::CheckFailed
+    })
 }
 
 pub fn structure_summary(r: &StructureReport) -> String {
     let mut out = String::new();
     let mode = match r.mode {
         structure::Mode::Aligned => "same layout, every byte outside tensor payloads compared",
-        structure::Mode::ByName => "different layouts, tensors matched by name and nodes by position",
+        structure::Mode::ByName => {
+            "different layouts, tensors matched by name and nodes by position"
+        }
     };
     out.push_str(&format!("structure: {mode}\n"));
     out.push_str(&format!(
@@ -184,7 +214,10 @@ pub fn structure_summary(r: &StructureReport) -> String {
                 None => out.push_str(&format!("  difference: {}\n", d.detail)),
             }
         }
-        out.push_str(&format!("structure: FAILED: {} difference(s)", r.differences.len()));
+        out.push_str(&format!(
+            "structure: FAILED: {} difference(s)",
+            r.differences.len()
+        ));
     }
     out
 }

@@ -57,7 +57,10 @@ impl ExternalStore {
         check_relative(location).map_err(fail)?;
         if self.canonical_dir.is_none() {
             let c = self.dir.canonicalize().map_err(|e| {
-                fail(format!("cannot resolve the model folder {}: {e}", self.dir.display()))
+                fail(format!(
+                    "cannot resolve the model folder {}: {e}",
+                    self.dir.display()
+                ))
             })?;
             self.canonical_dir = Some(c);
         }
@@ -79,7 +82,9 @@ impl ExternalStore {
         }
         if !self.files.contains_key(&file) {
             let f = std::fs::File::open(&file).map_err(|e| fail(format!("cannot open: {e}")))?;
-            let meta = f.metadata().map_err(|e| fail(format!("cannot stat: {e}")))?;
+            let meta = f
+                .metadata()
+                .map_err(|e| fail(format!("cannot stat: {e}")))?;
             if !meta.is_file() {
                 return Err(fail("is not a regular file".into()));
             }
@@ -152,7 +157,14 @@ mod tests {
 
     #[test]
     fn locations_that_leave_the_folder_are_rejected() {
-        for bad in ["/etc/passwd", "../x.bin", "a/../../x", "a\\..\\x", "C:\\x", ""] {
+        for bad in [
+            "/etc/passwd",
+            "../x.bin",
+            "a/../../x",
+            "a\\..\\x",
+            "C:\\x",
+            "",
+        ] {
             assert!(check_relative(bad).is_err(), "{bad}");
         }
         for good in ["w.bin", "./w.bin", "data/w.bin"] {

@@ -101,13 +101,22 @@ impl Storage {
 /// What holds a tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TensorOwner {
-    Initializer { graph: usize },
+    Initializer {
+        graph: usize,
+    },
     /// The `value` attribute of a `Constant` node.
-    ConstantNode { node: usize },
+    ConstantNode {
+        node: usize,
+    },
     /// Any other tensor-valued attribute.
-    Attribute { node: usize, attribute: String },
+    Attribute {
+        node: usize,
+        attribute: String,
+    },
     /// A part (`values` or `indices`) of a sparse initializer.
-    Sparse { graph: usize },
+    Sparse {
+        graph: usize,
+    },
 }
 
 /// One `TensorProto` found anywhere in the model.
@@ -201,9 +210,15 @@ impl Node {
 pub enum GraphKind {
     Main,
     /// An attribute (`then_branch`, `body`, ...) of a node in another graph.
-    Subgraph { node: usize, attribute: String },
+    Subgraph {
+        node: usize,
+        attribute: String,
+    },
     /// The body of a model-local function.
-    Function { domain: String, name: String },
+    Function {
+        domain: String,
+        name: String,
+    },
     /// A graph of `training_info`.
     Training,
 }
@@ -268,7 +283,8 @@ impl Model {
             // process while mapped is outside what any reader can guard
             // against, as for every memory-mapped tool.
             Bytes::Mapped(
-                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("cannot map", path, e))?,
+                unsafe { memmap2::Mmap::map(&file) }
+                    .map_err(|e| Error::io("cannot map", path, e))?,
             )
         };
         let dir = path
@@ -337,7 +353,8 @@ impl Model {
                 offset,
                 length,
             } => Ok(Cow::Owned(
-                self.external.read(&t.name, location, file, *offset, *length)?,
+                self.external
+                    .read(&t.name, location, file, *offset, *length)?,
             )),
             Storage::Empty | Storage::Unsupported(_) => Ok(Cow::Borrowed(&[])),
         }
@@ -634,7 +651,11 @@ impl Parser<'_> {
         let value = if let Some(body) = tensor {
             let is_constant_value = self.nodes[node].is_onnx_op("Constant") && name == "value";
             let (owner, tensor_name) = if is_constant_value {
-                let out = self.nodes[node].outputs.first().cloned().unwrap_or_default();
+                let out = self.nodes[node]
+                    .outputs
+                    .first()
+                    .cloned()
+                    .unwrap_or_default();
                 (TensorOwner::ConstantNode { node }, Some(out))
             } else {
                 (
@@ -854,17 +875,20 @@ impl Parser<'_> {
         entries: &[(String, String)],
     ) -> Result<Storage> {
         let get = |k: &str| entries.iter().find(|(key, _)| key == k).map(|(_, v)| v);
-        let location = get("location").ok_or_else(|| {
-            Error::tensor(label, "is marked external but names no `location`")
-        })?;
+        let location = get("location")
+            .ok_or_else(|| Error::tensor(label, "is marked external but names no `location`"))?;
         let number = |k: &str| -> Result<Option<u64>> {
             match get(k) {
                 None => Ok(None),
-                Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| Error::ExternalData {
-                    tensor: label.into(),
-                    location: location.clone(),
-                    detail: format!("`{k}` is not a non-negative integer: {v:?}"),
-                }),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| Error::ExternalData {
+                        tensor: label.into(),
+                        location: location.clone(),
+                        detail: format!("`{k}` is not a non-negative integer: {v:?}"),
+                    }),
             }
         };
         let offset = number("offset")?.unwrap_or(0);
@@ -907,7 +931,10 @@ fn packed_storage(
 ) -> Result<Storage> {
     let field = packed[0].0;
     if packed.iter().any(|(f, _)| *f != field) {
-        return Err(Error::tensor(label, "has data in two different typed fields"));
+        return Err(Error::tensor(
+            label,
+            "has data in two different typed fields",
+        ));
     }
     if field == PackedField::String {
         return Ok(Storage::Unsupported("string data".into()));
@@ -917,11 +944,7 @@ fn packed_storage(
         // over several records cannot be permuted in place.
         return Ok(Storage::Unsupported(format!(
             "{} written as {} separate records",
-            Storage::Packed {
-                field,
-                range: 0..0
-            }
-            .kind(),
+            Storage::Packed { field, range: 0..0 }.kind(),
             packed.len()
         )));
     }
@@ -929,14 +952,20 @@ fn packed_storage(
     let bytes = &buf[range.clone()];
     let count = match field {
         PackedField::Float => {
-            if bytes.len() % 4 != 0 {
-                return Err(Error::tensor(label, "float_data is not a whole number of floats"));
+            if !bytes.len().is_multiple_of(4) {
+                return Err(Error::tensor(
+                    label,
+                    "float_data is not a whole number of floats",
+                ));
             }
             bytes.len() as u64 / 4
         }
         PackedField::Double => {
-            if bytes.len() % 8 != 0 {
-                return Err(Error::tensor(label, "double_data is not a whole number of doubles"));
+            if !bytes.len().is_multiple_of(8) {
+                return Err(Error::tensor(
+                    label,
+                    "double_data is not a whole number of doubles",
+                ));
             }
             bytes.len() as u64 / 8
         }

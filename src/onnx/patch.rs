@@ -112,7 +112,10 @@ impl Output {
         file.set_len(bytes.len() as u64)
             .map_err(|e| Error::io("cannot write", &model_staged.dest, e))?;
         let mut pos = 0;
-        for hole in holes.iter().chain(std::iter::once(&(bytes.len()..bytes.len()))) {
+        for hole in holes
+            .iter()
+            .chain(std::iter::once(&(bytes.len()..bytes.len())))
+        {
             if hole.start > pos {
                 file.write_all_at(&bytes[pos..hole.start], pos as u64)
                     .map_err(|e| Error::io("cannot write", &model_staged.dest, e))?;
@@ -174,10 +177,7 @@ impl Output {
         if payload.len() as u64 != len {
             return Err(Error::tensor(
                 &t.name,
-                format!(
-                    "new payload has {} bytes, the old one {len}",
-                    payload.len()
-                ),
+                format!("new payload has {} bytes, the old one {len}", payload.len()),
             ));
         }
         staged
@@ -190,7 +190,11 @@ impl Output {
     /// Renames every staged file into place, data files first so that the
     /// model never names data that is not there yet.
     pub fn commit(self) -> Result<()> {
-        for staged in self.external.into_values().chain(std::iter::once(self.model)) {
+        for staged in self
+            .external
+            .into_values()
+            .chain(std::iter::once(self.model))
+        {
             let Staged { temp, dest } = staged;
             if self.sync {
                 temp.as_file()

@@ -146,7 +146,11 @@ pub fn decode_f64(t: &Tensor, bytes: &[u8]) -> Result<Vec<f64>> {
     if values.len() as u64 != t.numel {
         return Err(Error::tensor(
             &t.name,
-            format!("payload holds {} values, dims say {}", values.len(), t.numel),
+            format!(
+                "payload holds {} values, dims say {}",
+                values.len(),
+                t.numel
+            ),
         ));
     }
     Ok(values)

@@ -187,13 +187,17 @@ impl Values<'_> {
                 .collect();
             (Values::Narrow, e)
         } else {
-            let mut by_value: Vec<(u64, u32)> = (0..vals.len() as u32).map(|s| (f64_key(vals[s as usize]), s)).collect();
+            let mut by_value: Vec<(u64, u32)> = (0..vals.len() as u32)
+                .map(|s| (f64_key(vals[s as usize]), s))
+                .collect();
             by_value.sort_unstable();
             let mut rank = vec![0u32; vals.len()];
             for (r, &(_, s)) in by_value.iter().enumerate() {
                 rank[s as usize] = r as u32;
             }
-            let e = slots.map(|s| ((rank[s as usize] as u64) << 32) | s as u64).collect();
+            let e = slots
+                .map(|s| ((rank[s as usize] as u64) << 32) | s as u64)
+                .collect();
             (Values::Wide(vals), e)
         }
     }
@@ -266,7 +270,8 @@ fn exp1_from_bits(x: u32) -> f64 {
     let f = z - 1.0;
     let s = f / (2.0 + f);
     let s2 = s * s;
-    let poly = s2 * (2.0 / 3.0 + s2 * (2.0 / 5.0 + s2 * (2.0 / 7.0 + s2 * (2.0 / 9.0 + s2 * (2.0 / 11.0)))));
+    let poly = s2
+        * (2.0 / 3.0 + s2 * (2.0 / 5.0 + s2 * (2.0 / 7.0 + s2 * (2.0 / 9.0 + s2 * (2.0 / 11.0)))));
     let ln_z = 2.0 * s + s * poly;
     -(k * std::f64::consts::LN_2 + ln_z)
 }
@@ -318,7 +323,11 @@ fn prepare(
 ) {
     exps.clear();
     exps.resize(rows.len(), 0.0);
-    for (i, (row, e)) in rows.chunks_exact_mut(cols).zip(exps.chunks_exact_mut(cols)).enumerate() {
+    for (i, (row, e)) in rows
+        .chunks_exact_mut(cols)
+        .zip(exps.chunks_exact_mut(cols))
+        .enumerate()
+    {
         let k = first + i;
         if k == 0 {
             // Row 0 is never changed, so it is neither sorted nor drawn.
@@ -374,8 +383,11 @@ fn consume(
             Method::Deterministic => {
                 // Strongest column first, so that ascending values give the
                 // largest value to the weakest column.
-                let mut keyed: Vec<(u64, u32)> =
-                    acc.iter().enumerate().map(|(j, &a)| (!f64_key(a), j as u32)).collect();
+                let mut keyed: Vec<(u64, u32)> = acc
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &a)| (!f64_key(a), j as u32))
+                    .collect();
                 keyed.sort_unstable();
                 order.extend(keyed.into_iter().map(|(_, j)| j as u64));
             }
@@ -434,10 +446,22 @@ fn pass_elements(
         // The next chunk is prepared while this one is consumed: on the
         // other core when one is free, else after it on this one.
         rayon::join(
-            || consume(now, first, cols, method, exps_now, values, b, acc, order, scr_now),
+            || {
+                consume(
+                    now, first, cols, method, exps_now, values, b, acc, order, scr_now,
+                )
+            },
             || {
                 if let Some(next) = later.first_mut() {
-                    prepare(next, first + chunk_rows, cols, draws, exps_next, bits, scr_next);
+                    prepare(
+                        next,
+                        first + chunk_rows,
+                        cols,
+                        draws,
+                        exps_next,
+                        bits,
+                        scr_next,
+                    );
                 }
             },
         );
@@ -467,7 +491,14 @@ fn transpose<T: Copy + Default>(src: &[T], rows: usize, cols: usize, dst: &mut V
 
 /// PA rewiring of a row-major matrix of elements in `ws.a` (section 3);
 /// the result is left in `ws.a`.
-fn rewire_elements(rows: usize, cols: usize, opts: &Options, seed: &[u8; 32], values: Values, ws: &mut Workspace) {
+fn rewire_elements(
+    rows: usize,
+    cols: usize,
+    opts: &Options,
+    seed: &[u8; 32],
+    values: Values,
+    ws: &mut Workspace,
+) {
     if opts.stabilize > 0 {
         let mut rng = ChaCha8Rng::from_seed(*seed);
         rng.set_stream(u64::MAX);
@@ -508,7 +539,9 @@ pub fn pass(
     let orig_i = idx.to_vec();
     let (values, mut a) = Values::elements(&orig_v, 0..vals.len() as u32);
     let mut b = std::mem::take(&mut ws.b);
-    pass_elements(&mut a, &mut b, rows, cols, method, seed, pass_no, values, ws);
+    pass_elements(
+        &mut a, &mut b, rows, cols, method, seed, pass_no, values, ws,
+    );
     for ((v, i), &e) in vals.iter_mut().zip(idx.iter_mut()).zip(&b) {
         *v = orig_v[e as u32 as usize];
         *i = orig_i[e as u32 as usize];
@@ -585,7 +618,13 @@ pub struct Outcome {
 /// Rewires one tensor given its values in storage order, its dims, and the
 /// axes of its matrix view (see [`view_index`]). `key` identifies the
 /// tensor for its random stream.
-pub fn rewire_values(values: &[f64], dims: &[u64], axes: &[usize], key: &str, opts: &Options) -> Outcome {
+pub fn rewire_values(
+    values: &[f64],
+    dims: &[u64],
+    axes: &[usize],
+    key: &str,
+    opts: &Options,
+) -> Outcome {
     let rows = dims.get(axes[0]).copied().unwrap_or(1) as usize;
     let cols = if rows == 0 { 0 } else { values.len() / rows };
     let map = view_index(dims, axes);
@@ -593,12 +632,19 @@ pub fn rewire_values(values: &[f64], dims: &[u64], axes: &[usize], key: &str, op
     let (vals, a) = Values::elements(values, map.iter().copied());
     let before = strength_of(&a, rows, cols, vals);
     let seed = tensor_seed(opts.seed, key);
-    let mut ws = Workspace { a, ..Default::default() };
+    let mut ws = Workspace {
+        a,
+        ..Default::default()
+    };
     rewire_elements(rows, cols, opts, &seed, vals, &mut ws);
     let after = strength_of(&ws.a, rows, cols, vals);
     let mut perm = vec![0u32; values.len()];
     for (&dst, &e) in map.iter().zip(&ws.a) {
         perm[dst as usize] = e as u32;
     }
-    Outcome { perm, before, after }
+    Outcome {
+        perm,
+        before,
+        after,
+    }
 }

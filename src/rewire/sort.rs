@@ -31,7 +31,11 @@ pub fn f32_key(x: f32) -> u32 {
 /// The inverse of [`f32_key`].
 #[inline]
 pub fn f32_unkey(k: u32) -> f32 {
-    f32::from_bits(if k & 0x8000_0000 != 0 { k & 0x7fff_ffff } else { !k })
+    f32::from_bits(if k & 0x8000_0000 != 0 {
+        k & 0x7fff_ffff
+    } else {
+        !k
+    })
 }
 
 /// Maps an f64 to a u64 with the same order (-0.0 just below +0.0).
@@ -75,7 +79,7 @@ pub fn sort_packed(items: &mut [u64], scratch: &mut Scratch) {
     // Buckets: the top bits of (x - lo), about two per item, so that the
     // log-like spread of float keys leaves few items per bucket.
     let range = hi - lo;
-    let want_bits = usize::BITS - n.leading_zeros() + 1;
+    let want_bits = usize::BITS - n.leading_zeros();
     let shift = (u64::BITS - range.leading_zeros()).saturating_sub(want_bits);
     let buckets = (range >> shift) as usize + 1;
     let Scratch { tmp, counts } = scratch;
@@ -149,7 +153,16 @@ mod tests {
 
     #[test]
     fn float_keys_keep_order() {
-        let xs = [-f32::INFINITY, -2.5, -1e-30, -0.0, 0.0, 1e-30, 3.0, f32::INFINITY];
+        let xs = [
+            -f32::INFINITY,
+            -2.5,
+            -1e-30,
+            -0.0,
+            0.0,
+            1e-30,
+            3.0,
+            f32::INFINITY,
+        ];
         for w in xs.windows(2) {
             assert!(f32_key(w[0]) < f32_key(w[1]), "{w:?}");
             assert!(f64_key(w[0] as f64) < f64_key(w[1] as f64), "{w:?}");

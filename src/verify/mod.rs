@@ -1,5 +1,5 @@
 //! Proving that a candidate model is a permutation of an original: by
 //! structure ([`structure`]) and by running both ([`inference`]).
 
-pub mod structure;
 pub mod inference;
+pub mod structure;

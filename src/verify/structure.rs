@@ -59,6 +59,10 @@ fn in_file_range(t: &Tensor) -> Option<Range<usize>> {
     }
 }
 
+/// One tensor pair's verdict: its name, Some(permuted?) when the values
+/// match, or the difference found.
+type Verdict = (String, Option<bool>, Option<String>);
+
 /// Compares the tensor payloads of matched pairs.
 fn compare_tensors(
     a: &Model,
@@ -66,13 +70,17 @@ fn compare_tensors(
     pairs: &[(usize, usize)],
     report: &mut StructureReport,
 ) -> Result<()> {
-    let results: Vec<Result<(String, Option<bool>, Option<String>)>> = pairs
+    let results: Vec<Result<Verdict>> = pairs
         .par_iter()
         .map(|&(i, j)| {
             let (ta, tb) = (&a.tensors[i], &b.tensors[j]);
             let name = ta.name.clone();
             if ta.dtype != tb.dtype {
-                return Ok((name, None, Some(format!("dtype {} became {}", ta.dtype, tb.dtype))));
+                return Ok((
+                    name,
+                    None,
+                    Some(format!("dtype {} became {}", ta.dtype, tb.dtype)),
+                ));
             }
             if ta.dims != tb.dims {
                 return Ok((
@@ -91,8 +99,14 @@ fn compare_tensors(
                 // Different storage of the same values (e.g. float_data
                 // re-encoded as raw_data): compare decoded values.
                 (Some(_), Some(_)) if ta.dtype.is_rewirable_float() => {
-                    let mut x: Vec<u64> = payload::decode_f64(ta, &pa)?.iter().map(|v| v.to_bits()).collect();
-                    let mut y: Vec<u64> = payload::decode_f64(tb, &pb)?.iter().map(|v| v.to_bits()).collect();
+                    let mut x: Vec<u64> = payload::decode_f64(ta, &pa)?
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
+                    let mut y: Vec<u64> = payload::decode_f64(tb, &pb)?
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
                     x.sort_unstable();
                     y.sort_unstable();
                     x == y
@@ -134,9 +148,10 @@ fn aligned(a: &Model, b: &Model) -> bool {
             x.key == y.key
                 && match (&x.storage, &y.storage) {
                     (Storage::Raw(r), Storage::Raw(s)) => r == s,
-                    (Storage::Packed { field: f, range: r }, Storage::Packed { field: g, range: s }) => {
-                        f == g && r == s
-                    }
+                    (
+                        Storage::Packed { field: f, range: r },
+                        Storage::Packed { field: g, range: s },
+                    ) => f == g && r == s,
                     (
                         Storage::External {
                             location: l1,
@@ -176,7 +191,8 @@ fn first_gap_difference(a: &[u8], b: &[u8], holes: &[Range<usize>]) -> Option<us
 
 fn external_gaps(a: &Model, b: &Model, report: &mut StructureReport) -> Result<()> {
     // Group each external file's tensor ranges, then compare the rest.
-    let mut files: BTreeMap<(String, std::path::PathBuf, std::path::PathBuf), Vec<Range<usize>>> = BTreeMap::new();
+    let mut files: BTreeMap<(String, std::path::PathBuf, std::path::PathBuf), Vec<Range<usize>>> =
+        BTreeMap::new();
     for (x, y) in a.tensors.iter().zip(&b.tensors) {
         if let (
             Storage::External {
@@ -210,7 +226,9 @@ fn external_gaps(a: &Model, b: &Model, report: &mut StructureReport) -> Result<(
         } else if let Some(off) = first_gap_difference(&da, &db, &holes) {
             report.differences.push(Difference {
                 tensor: None,
-                detail: format!("external file `{location}` differs at byte {off}, outside any tensor"),
+                detail: format!(
+                    "external file `{location}` differs at byte {off}, outside any tensor"
+                ),
             });
         }
     }
@@ -258,13 +276,21 @@ fn compare_by_name(a: &Model, b: &Model, report: &mut StructureReport) -> Result
         if ga.nodes.len() != gb.nodes.len() {
             report.differences.push(Difference {
                 tensor: None,
-                detail: format!("the {where_} has {} nodes, the original {}", gb.nodes.len(), ga.nodes.len()),
+                detail: format!(
+                    "the {where_} has {} nodes, the original {}",
+                    gb.nodes.len(),
+                    ga.nodes.len()
+                ),
             });
             continue;
         }
         for (k, (&na, &nb)) in ga.nodes.iter().zip(&gb.nodes).enumerate() {
             let (x, y) = (&a.nodes[na], &b.nodes[nb]);
-            if x.op_type != y.op_type || x.domain != y.domain || x.inputs != y.inputs || x.outputs != y.outputs {
+            if x.op_type != y.op_type
+                || x.domain != y.domain
+                || x.inputs != y.inputs
+                || x.outputs != y.outputs
+            {
                 report.differences.push(Difference {
                     tensor: None,
                     detail: format!(
@@ -292,7 +318,8 @@ pub fn compare_models(original: &Model, candidate: &Model) -> Result<StructureRe
     };
     if aligned(original, candidate) {
         report.mode = Mode::Aligned;
-        let mut holes: Vec<Range<usize>> = original.tensors.iter().filter_map(in_file_range).collect();
+        let mut holes: Vec<Range<usize>> =
+            original.tensors.iter().filter_map(in_file_range).collect();
         holes.sort_by_key(|r| r.start);
         if let Some(off) = first_gap_difference(&original.bytes, &candidate.bytes, &holes) {
             report.differences.push(Difference {

@@ -6,7 +6,10 @@ use pa_onnx::rewire::{self, pass, Method, Options, Workspace};
 use crate::fixtures::kaiming;
 
 fn matrix(rows: usize, cols: usize, seed: u64) -> (Vec<f64>, Vec<u32>) {
-    let v: Vec<f64> = kaiming(rows * cols, cols, seed).into_iter().map(f64::from).collect();
+    let v: Vec<f64> = kaiming(rows * cols, cols, seed)
+        .into_iter()
+        .map(f64::from)
+        .collect();
     let idx = (0..(rows * cols) as u32).collect();
     (v, idx)
 }
@@ -24,11 +27,24 @@ fn pass_one_keeps_each_row_and_row_zero() {
         let (mut v, mut idx) = matrix(rows, cols, 3);
         let orig = v.clone();
         let seed = rewire::tensor_seed(1, "t");
-        pass(&mut v, &mut idx, rows, cols, method, &seed, 1, &mut Workspace::default());
+        pass(
+            &mut v,
+            &mut idx,
+            rows,
+            cols,
+            method,
+            &seed,
+            1,
+            &mut Workspace::default(),
+        );
         assert_eq!(&v[..cols], &orig[..cols], "row 0 changed");
         for r in 0..rows {
             let range = r * cols..(r + 1) * cols;
-            assert_eq!(sorted_bits(&v[range.clone()]), sorted_bits(&orig[range.clone()]), "row {r}");
+            assert_eq!(
+                sorted_bits(&v[range.clone()]),
+                sorted_bits(&orig[range.clone()]),
+                "row {r}"
+            );
             // Indices travel with their values.
             for (k, &i) in idx[range.clone()].iter().enumerate() {
                 assert_eq!(orig[i as usize].to_bits(), v[range.start + k].to_bits());
@@ -42,14 +58,39 @@ fn pass_one_keeps_each_row_and_row_zero() {
 fn pass_two_keeps_the_column_sums_of_pass_one() {
     let (rows, cols) = (40, 30);
     let (mut v, mut idx) = matrix(rows, cols, 4);
-    let opts = Options { method: Method::Pa, stabilize: 0, seed: 9 };
+    let opts = Options {
+        method: Method::Pa,
+        stabilize: 0,
+        seed: 9,
+    };
     // Pass 1 alone, with the same stream as the full rewiring.
     let seed = rewire::tensor_seed(opts.seed, "m");
     let (mut v1, mut i1) = (v.clone(), idx.clone());
-    pass(&mut v1, &mut i1, rows, cols, Method::Pa, &seed, 1, &mut Workspace::default());
-    let col_sums = |m: &[f64]| (0..cols).map(|j| (0..rows).map(|i| m[i * cols + j]).sum::<f64>()).collect::<Vec<_>>();
+    pass(
+        &mut v1,
+        &mut i1,
+        rows,
+        cols,
+        Method::Pa,
+        &seed,
+        1,
+        &mut Workspace::default(),
+    );
+    let col_sums = |m: &[f64]| {
+        (0..cols)
+            .map(|j| (0..rows).map(|i| m[i * cols + j]).sum::<f64>())
+            .collect::<Vec<_>>()
+    };
     let after_one = col_sums(&v1);
-    rewire::pa_rewire(&mut v, &mut idx, rows, cols, &opts, &seed, &mut Workspace::default());
+    rewire::pa_rewire(
+        &mut v,
+        &mut idx,
+        rows,
+        cols,
+        &opts,
+        &seed,
+        &mut Workspace::default(),
+    );
     let after_two = col_sums(&v);
     for (a, b) in after_one.iter().zip(&after_two) {
         assert!((a - b).abs() < 1e-9, "column sum {a} became {b}");
@@ -67,7 +108,15 @@ fn one_row_or_one_column_matrices() {
         let (mut v, mut idx) = matrix(rows, cols, 5);
         let orig = v.clone();
         let seed = rewire::tensor_seed(1, "x");
-        rewire::pa_rewire(&mut v, &mut idx, rows, cols, &Options::default(), &seed, &mut Workspace::default());
+        rewire::pa_rewire(
+            &mut v,
+            &mut idx,
+            rows,
+            cols,
+            &Options::default(),
+            &seed,
+            &mut Workspace::default(),
+        );
         // Pass over the single-row axis changes nothing; the other pass may
         // not either (its rows have one element each).
         assert_eq!(v, orig, "{rows}x{cols}");
@@ -77,7 +126,16 @@ fn one_row_or_one_column_matrices() {
 #[test]
 fn the_permutation_moves_values_exactly() {
     // Duplicates, signed zeros and extremes.
-    let mut vals: Vec<f64> = vec![0.0, -0.0, 1.0, 1.0, -1.0, f32::MAX as f64, f32::MIN_POSITIVE as f64, -3.5];
+    let mut vals: Vec<f64> = vec![
+        0.0,
+        -0.0,
+        1.0,
+        1.0,
+        -1.0,
+        f32::MAX as f64,
+        f32::MIN_POSITIVE as f64,
+        -3.5,
+    ];
     vals.extend(kaiming(64 - vals.len(), 8, 1).into_iter().map(f64::from));
     let out = rewire::rewire_values(&vals, &[8, 8], &[0, 1], "k", &Options::default());
     let moved: Vec<f64> = out.perm.iter().map(|&p| vals[p as usize]).collect();
@@ -100,10 +158,46 @@ fn transposed_views_address_storage_correctly() {
 #[test]
 fn same_seed_same_result_other_seed_other_result() {
     let vals: Vec<f64> = kaiming(64 * 32, 32, 2).into_iter().map(f64::from).collect();
-    let a = rewire::rewire_values(&vals, &[64, 32], &[0, 1], "w", &Options { seed: 1, ..Default::default() });
-    let b = rewire::rewire_values(&vals, &[64, 32], &[0, 1], "w", &Options { seed: 1, ..Default::default() });
-    let c = rewire::rewire_values(&vals, &[64, 32], &[0, 1], "w", &Options { seed: 2, ..Default::default() });
-    let d = rewire::rewire_values(&vals, &[64, 32], &[0, 1], "other", &Options { seed: 1, ..Default::default() });
+    let a = rewire::rewire_values(
+        &vals,
+        &[64, 32],
+        &[0, 1],
+        "w",
+        &Options {
+            seed: 1,
+            ..Default::default()
+        },
+    );
+    let b = rewire::rewire_values(
+        &vals,
+        &[64, 32],
+        &[0, 1],
+        "w",
+        &Options {
+            seed: 1,
+            ..Default::default()
+        },
+    );
+    let c = rewire::rewire_values(
+        &vals,
+        &[64, 32],
+        &[0, 1],
+        "w",
+        &Options {
+            seed: 2,
+            ..Default::default()
+        },
+    );
+    let d = rewire::rewire_values(
+        &vals,
+        &[64, 32],
+        &[0, 1],
+        "other",
+        &Options {
+            seed: 1,
+            ..Default::default()
+        },
+    );
     assert_eq!(a.perm, b.perm);
     assert_ne!(a.perm, c.perm);
     assert_ne!(a.perm, d.perm);
@@ -111,9 +205,32 @@ fn same_seed_same_result_other_seed_other_result() {
 
 #[test]
 fn deterministic_method_ignores_the_seed_and_balances() {
-    let vals: Vec<f64> = kaiming(128 * 256, 256, 6).into_iter().map(f64::from).collect();
-    let a = rewire::rewire_values(&vals, &[128, 256], &[0, 1], "w", &Options { seed: 1, method: Method::Deterministic, stabilize: 0 });
-    let b = rewire::rewire_values(&vals, &[128, 256], &[0, 1], "w", &Options { seed: 2, method: Method::Deterministic, stabilize: 0 });
+    let vals: Vec<f64> = kaiming(128 * 256, 256, 6)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let a = rewire::rewire_values(
+        &vals,
+        &[128, 256],
+        &[0, 1],
+        "w",
+        &Options {
+            seed: 1,
+            method: Method::Deterministic,
+            stabilize: 0,
+        },
+    );
+    let b = rewire::rewire_values(
+        &vals,
+        &[128, 256],
+        &[0, 1],
+        "w",
+        &Options {
+            seed: 2,
+            method: Method::Deterministic,
+            stabilize: 0,
+        },
+    );
     assert_eq!(a.perm, b.perm);
     assert!(a.after.row_std < a.before.row_std / 3.0, "{:?}", a);
     assert!(a.after.col_std < a.before.col_std / 3.0, "{:?}", a);
@@ -123,7 +240,16 @@ fn deterministic_method_ignores_the_seed_and_balances() {
 fn stabilization_keeps_the_multiset_and_does_not_hurt() {
     let vals: Vec<f64> = kaiming(32 * 48, 48, 7).into_iter().map(f64::from).collect();
     let plain = rewire::rewire_values(&vals, &[32, 48], &[0, 1], "w", &Options::default());
-    let stab = rewire::rewire_values(&vals, &[32, 48], &[0, 1], "w", &Options { stabilize: 20, ..Default::default() });
+    let stab = rewire::rewire_values(
+        &vals,
+        &[32, 48],
+        &[0, 1],
+        "w",
+        &Options {
+            stabilize: 20,
+            ..Default::default()
+        },
+    );
     let moved: Vec<f64> = stab.perm.iter().map(|&p| vals[p as usize]).collect();
     assert_eq!(sorted_bits(&moved), sorted_bits(&vals));
     assert_ne!(plain.perm, stab.perm);
@@ -134,9 +260,26 @@ fn stabilization_keeps_the_multiset_and_does_not_hurt() {
 fn medians(rows: usize, cols: usize, seeds: u64) -> [f64; 4] {
     let mut acc: [Vec<f64>; 4] = Default::default();
     for s in 0..seeds {
-        let vals: Vec<f64> = kaiming(rows * cols, cols, 100 + s).into_iter().map(f64::from).collect();
-        let o = rewire::rewire_values(&vals, &[rows as u64, cols as u64], &[0, 1], "w", &Options { seed: s, ..Default::default() });
-        for (a, v) in acc.iter_mut().zip([o.before.row_std, o.after.row_std, o.before.col_std, o.after.col_std]) {
+        let vals: Vec<f64> = kaiming(rows * cols, cols, 100 + s)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let o = rewire::rewire_values(
+            &vals,
+            &[rows as u64, cols as u64],
+            &[0, 1],
+            "w",
+            &Options {
+                seed: s,
+                ..Default::default()
+            },
+        );
+        for (a, v) in acc.iter_mut().zip([
+            o.before.row_std,
+            o.after.row_std,
+            o.before.col_std,
+            o.after.col_std,
+        ]) {
             a.push(v);
         }
     }
@@ -147,8 +290,13 @@ fn medians(rows: usize, cols: usize, seeds: u64) -> [f64; 4] {
 }
 
 fn assert_close(what: &str, got: f64, want: f64) {
-    if std::env::var("PA_FIDELITY_PRINT").is_ok() { return; }
-    assert!((got - want).abs() <= 0.10 * want, "{what}: got {got:.4}, reference {want}");
+    if std::env::var("PA_FIDELITY_PRINT").is_ok() {
+        return;
+    }
+    assert!(
+        (got - want).abs() <= 0.10 * want,
+        "{what}: got {got:.4}, reference {want}"
+    );
 }
 
 #[test]

@@ -55,7 +55,9 @@ fn verify_exit_statuses() {
     // One weight value changed: exit 1, the tensor named.
     let model = pa_onnx::onnx::Model::open(&m).unwrap();
     let w1 = model.tensors.iter().find(|t| t.name == "w1").unwrap();
-    let pa_onnx::onnx::Storage::Raw(r) = &w1.storage else { panic!() };
+    let pa_onnx::onnx::Storage::Raw(r) = &w1.storage else {
+        panic!()
+    };
     let mut changed = bytes.clone();
     changed[r.start] ^= 1;
     let c = write_temp(dir.path(), "changed.onnx", &changed);
@@ -117,13 +119,21 @@ fn rewire_report_and_dry_run() {
     for k in ["name", "op", "shape", "rows", "cols", "before", "after"] {
         assert!(t.get(k).is_some(), "missing {k}");
     }
-    assert!(v["skipped"].as_array().unwrap().iter().any(|s| s["name"] == "b1"));
+    assert!(v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "b1"));
 
     let dry = dir.path().join("dry.onnx");
     let o = pa(&["rewire", s(&m), s(&dry), "--dry-run"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(!dry.exists(), "--dry-run wrote a file");
-    assert!(stdout(&o).contains("would rewire 2 tensors"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("would rewire 2 tensors"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -136,7 +146,12 @@ fn rewire_selection_options() {
         let o = pa(&all);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["tensors"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
     };
     assert_eq!(json(&["--op", "Gemm"]), ["w1"]);
     assert_eq!(json(&["--exclude", "^w1$"]), ["w2"]);

@@ -55,7 +55,11 @@ fn read_manifest(path: &Path, base: &Path) -> Vec<Entry> {
                     cols: w["cols"].as_u64().unwrap(),
                     transposed: w["transposed"].as_bool().unwrap(),
                     axes: w.get("axes").map(|a| {
-                        a.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+                        a.as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|x| x.as_u64().unwrap() as usize)
+                            .collect()
                     }),
                 })
                 .collect(),
@@ -102,11 +106,23 @@ fn check_locate(e: &Entry) {
         .collect();
     want.sort();
     got.sort();
-    assert_eq!(got, want, "{}: located weights (skipped: {:?})", e.path.display(), p.skipped);
+    assert_eq!(
+        got,
+        want,
+        "{}: located weights (skipped: {:?})",
+        e.path.display(),
+        p.skipped
+    );
     for w in &e.weights {
         if let Some(axes) = &w.axes {
             let found = p.weights.iter().find(|x| x.name == w.name).unwrap();
-            assert_eq!(&found.axes, axes, "{}: axes of {}", e.path.display(), w.name);
+            assert_eq!(
+                &found.axes,
+                axes,
+                "{}: axes of {}",
+                e.path.display(),
+                w.name
+            );
         }
     }
     for name in &e.not_weights {
@@ -162,7 +178,12 @@ fn onnx_check(files: &[PathBuf]) -> bool {
         eprintln!("SKIPPED: onnx checker (no python onnx)");
         return false;
     };
-    let out = Command::new(&py).arg("-c").arg(CHECKER).args(files).output().unwrap();
+    let out = Command::new(&py)
+        .arg("-c")
+        .arg(CHECKER)
+        .args(files)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "onnx.checker failed ({}):\n{}{}",
@@ -170,7 +191,11 @@ fn onnx_check(files: &[PathBuf]) -> bool {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("onnx checker passed on {} rewired files ({})", files.len(), py.display());
+    eprintln!(
+        "onnx checker passed on {} rewired files ({})",
+        files.len(),
+        py.display()
+    );
     true
 }
 
@@ -195,7 +220,10 @@ fn exporter_models_match_their_manifests() {
         for e in entries {
             check_locate(e);
         }
-        eprintln!("{family}: {} models located as in the manifest", entries.len());
+        eprintln!(
+            "{family}: {} models located as in the manifest",
+            entries.len()
+        );
     }
 }
 

@@ -112,7 +112,14 @@ pub fn tensor_f16_int32(name: &str, dims: &[u64], vals: &[f32]) -> Msg {
 }
 
 /// TensorProto pointing at external data.
-pub fn tensor_external(name: &str, dtype: i32, dims: &[u64], location: &str, offset: u64, length: u64) -> Msg {
+pub fn tensor_external(
+    name: &str,
+    dtype: i32,
+    dims: &[u64],
+    location: &str,
+    offset: u64,
+    length: u64,
+) -> Msg {
     let entry = |k: &str, v: &str| Msg::new().str(1, k).str(2, v);
     dims_msg(Msg::new(), dims)
         .varint(2, dtype as u64)
@@ -162,7 +169,9 @@ pub fn value_info(name: &str, elem: i32, dims: &[u64]) -> Msg {
         shape = shape.msg(1, Msg::new().varint(1, d));
     }
     let tensor_type = Msg::new().varint(1, elem as u64).msg(2, shape);
-    Msg::new().str(1, name).msg(2, Msg::new().msg(1, tensor_type))
+    Msg::new()
+        .str(1, name)
+        .msg(2, Msg::new().msg(1, tensor_type))
 }
 
 pub struct GraphSpec {
@@ -212,7 +221,13 @@ pub fn mlp(k: u64, h: u64, o: u64) -> Vec<u8> {
     let w2 = kaiming((h * o) as usize, h as usize, 2);
     graph_model(
         vec![
-            node("Gemm", "fc1", &["input", "w1", "b1"], &["h"], vec![attr_int("transB", 1)]),
+            node(
+                "Gemm",
+                "fc1",
+                &["input", "w1", "b1"],
+                &["h"],
+                vec![attr_int("transB", 1)],
+            ),
             node("Relu", "relu", &["h"], &["hr"], vec![]),
             node("MatMul", "fc2", &["hr", "w2"], &["output"], vec![]),
         ],
@@ -226,7 +241,12 @@ pub fn mlp(k: u64, h: u64, o: u64) -> Vec<u8> {
     )
 }
 
-pub fn graph_model(nodes: Vec<Msg>, inits: Vec<Msg>, inputs: Vec<Msg>, outputs: Vec<Msg>) -> Vec<u8> {
+pub fn graph_model(
+    nodes: Vec<Msg>,
+    inits: Vec<Msg>,
+    inputs: Vec<Msg>,
+    outputs: Vec<Msg>,
+) -> Vec<u8> {
     model(
         graph(GraphSpec {
             name: "g".into(),

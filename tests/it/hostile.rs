@@ -81,10 +81,18 @@ fn cli_rejects(model: &Path, needle: &str) {
     assert_eq!(o.status.code(), Some(2), "{}: {err}", model.display());
     assert!(err.starts_with("error: "), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
     let first = err.lines().next().unwrap();
     assert!(first.contains(needle), "expected `{needle}` in: {first}");
-    assert!(o.stdout.is_empty(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let left = leftovers(out_dir.path(), &[]);
     assert!(left.is_empty(), "{}: left {left:?}", model.display());
 }
@@ -132,10 +140,14 @@ fn truncated_committed_models_never_panic() {
     // Dense at both ends (headers, last tensors), sparse in between.
     let dir = tempfile::tempdir().unwrap();
     for name in ["conv1d.onnx", "left_matmul.onnx", "transformer.onnx"] {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/torch").join(name);
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/torch")
+            .join(name);
         let full = std::fs::read(&p).unwrap();
         let n = full.len();
-        let cuts = (0..n.min(400)).chain((400..n).step_by(97)).chain(n.saturating_sub(400)..n);
+        let cuts = (0..n.min(400))
+            .chain((400..n).step_by(97))
+            .chain(n.saturating_sub(400)..n);
         for cut in cuts {
             let _ = read_plan_rewire(&full[..cut], dir.path(), &format!("{name} cut at {cut}"));
         }
@@ -148,7 +160,21 @@ fn truncated_model_on_the_cli_exits_2_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // A spread of cuts: the header, inside nodes, inside payloads, the end.
     let n = full.len();
-    let mut cuts: Vec<usize> = vec![0, 1, 2, 3, 5, 9, n / 4, n / 3, n / 2, 2 * n / 3, n - 9, n - 2, n - 1];
+    let mut cuts: Vec<usize> = vec![
+        0,
+        1,
+        2,
+        3,
+        5,
+        9,
+        n / 4,
+        n / 3,
+        n / 2,
+        2 * n / 3,
+        n - 9,
+        n - 2,
+        n - 1,
+    ];
     cuts.dedup();
     for cut in cuts {
         let p = write_temp(dir.path(), "cut.onnx", &full[..cut]);
@@ -194,24 +220,40 @@ fn valid_protobuf_that_is_not_onnx() {
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         // Some other message: a string and a number.
-        ("other_message", Msg::new().str(1, "hello").varint(2, 5).0, "no graph"),
+        (
+            "other_message",
+            Msg::new().str(1, "hello").varint(2, 5).0,
+            "no graph",
+        ),
         // A bare TensorProto is valid protobuf, but no model.
-        ("bare_tensor", tensor_f32("w", &[2], &[1.0, 2.0]).0, "not an ONNX model"),
+        (
+            "bare_tensor",
+            tensor_f32("w", &[2], &[1.0, 2.0]).0,
+            "not an ONNX model",
+        ),
         // A graph with no ir_version.
         (
             "no_ir_version",
-            Msg::new().msg(7, graph(GraphSpec {
-                name: "g".into(),
-                nodes: vec![],
-                initializers: vec![],
-                inputs: vec![],
-                outputs: vec![],
-            }))
-            .0,
+            Msg::new()
+                .msg(
+                    7,
+                    graph(GraphSpec {
+                        name: "g".into(),
+                        nodes: vec![],
+                        initializers: vec![],
+                        inputs: vec![],
+                        outputs: vec![],
+                    }),
+                )
+                .0,
             "ir_version",
         ),
         // Field 7 (graph) written as a varint.
-        ("graph_as_varint", Msg::new().varint(1, 8).varint(7, 3).0, "wrong wire type"),
+        (
+            "graph_as_varint",
+            Msg::new().varint(1, 8).varint(7, 3).0,
+            "wrong wire type",
+        ),
         // Two graphs.
         (
             "two_graphs",
@@ -245,7 +287,13 @@ fn deeply_nested_subgraphs_are_refused_not_a_stack_overflow() {
         outputs: vec![],
     });
     for _ in 0..200 {
-        let n = node("If", "if", &["c"], &["y"], vec![attr_graph("then_branch", g)]);
+        let n = node(
+            "If",
+            "if",
+            &["c"],
+            &["y"],
+            vec![attr_graph("then_branch", g)],
+        );
         g = Msg::new().msg(1, n).str(2, "g");
     }
     let bytes = Msg::new().varint(1, 8).msg(7, g).0;
@@ -258,7 +306,13 @@ fn deeply_nested_subgraphs_are_refused_not_a_stack_overflow() {
 /// A model whose only initializer is `t`, read by Gemm B.
 fn one_weight_model(t: Msg) -> Vec<u8> {
     graph_model(
-        vec![node("Gemm", "fc", &["x", "w"], &["y"], vec![attr_int("transB", 1)])],
+        vec![node(
+            "Gemm",
+            "fc",
+            &["x", "w"],
+            &["y"],
+            vec![attr_int("transB", 1)],
+        )],
         vec![t],
         vec![value_info("x", FLOAT, &[1, 4])],
         vec![value_info("y", FLOAT, &[1, 4])],
@@ -276,15 +330,44 @@ fn tensors_whose_shape_and_payload_disagree() {
             .bytes(9, &[0; 16])
     };
     let cases: Vec<(&str, Msg, &str)> = vec![
-        ("raw_data_short", tensor_raw("w", FLOAT, &[2, 2], &[0; 12]), "raw_data holds 12 bytes"),
-        ("raw_data_long", tensor_raw("w", FLOAT, &[2, 2], &[0; 20]), "raw_data holds 20 bytes"),
-        ("raw_data_empty", tensor_raw("w", FLOAT, &[2, 2], &[]), "raw_data holds 0 bytes"),
-        ("dims_product_overflows_u64", dims_tensor(&[1 << 40, 1 << 40]), "overflows"),
-        ("dims_beyond_any_file", dims_tensor(&[1 << 30, 1 << 30]), "more than any file"),
-        ("negative_dim", dims_tensor(&[(-4i64) as u64, 1]), "negative dimension -4"),
+        (
+            "raw_data_short",
+            tensor_raw("w", FLOAT, &[2, 2], &[0; 12]),
+            "raw_data holds 12 bytes",
+        ),
+        (
+            "raw_data_long",
+            tensor_raw("w", FLOAT, &[2, 2], &[0; 20]),
+            "raw_data holds 20 bytes",
+        ),
+        (
+            "raw_data_empty",
+            tensor_raw("w", FLOAT, &[2, 2], &[]),
+            "raw_data holds 0 bytes",
+        ),
+        (
+            "dims_product_overflows_u64",
+            dims_tensor(&[1 << 40, 1 << 40]),
+            "overflows",
+        ),
+        (
+            "dims_beyond_any_file",
+            dims_tensor(&[1 << 30, 1 << 30]),
+            "more than any file",
+        ),
+        (
+            "negative_dim",
+            dims_tensor(&[(-4i64) as u64, 1]),
+            "negative dimension -4",
+        ),
         (
             "negative_dim_unpacked",
-            Msg::new().varint(1, 2).varint(1, (-1i64) as u64).varint(2, 1).str(8, "w").bytes(9, &[0; 16]),
+            Msg::new()
+                .varint(1, 2)
+                .varint(1, (-1i64) as u64)
+                .varint(2, 1)
+                .str(8, "w")
+                .bytes(9, &[0; 16]),
             "negative dimension -1",
         ),
         (
@@ -294,7 +377,11 @@ fn tensors_whose_shape_and_payload_disagree() {
         ),
         (
             "float_data_ragged",
-            Msg::new().packed(1, &[2, 2]).varint(2, 1).bytes(4, &[0; 15]).str(8, "w"),
+            Msg::new()
+                .packed(1, &[2, 2])
+                .varint(2, 1)
+                .bytes(4, &[0; 15])
+                .str(8, "w"),
             "not a whole number of floats",
         ),
         (
@@ -350,7 +437,14 @@ impl ExternalCase {
         self.root.path().join("model")
     }
     fn model(&self, location: &str, offset: u64, length: u64) -> (PathBuf, Vec<u8>) {
-        let bytes = one_weight_model(tensor_external("w", FLOAT, &[4, 4], location, offset, length));
+        let bytes = one_weight_model(tensor_external(
+            "w",
+            FLOAT,
+            &[4, 4],
+            location,
+            offset,
+            length,
+        ));
         (write_temp(&self.dir(), "m.onnx", &bytes), bytes)
     }
 }
@@ -359,13 +453,37 @@ impl ExternalCase {
 fn external_data_that_escapes_or_lies() {
     let cases: Vec<(&str, String, u64, u64, &str)> = vec![
         ("dotdot", "../outside/secret.bin".into(), 0, 64, "`..`"),
-        ("dotdot_inside", "sub/../../outside/secret.bin".into(), 0, 64, "`..`"),
+        (
+            "dotdot_inside",
+            "sub/../../outside/secret.bin".into(),
+            0,
+            64,
+            "`..`",
+        ),
         ("absolute", "/etc/passwd".into(), 0, 64, "absolute"),
         ("missing_file", "nowhere.bin".into(), 0, 64, "not found"),
-        ("offset_beyond_end", "w.bin".into(), 64, 64, "beyond the end"),
+        (
+            "offset_beyond_end",
+            "w.bin".into(),
+            64,
+            64,
+            "beyond the end",
+        ),
         ("range_beyond_end", "w.bin".into(), 8, 64, "beyond the end"),
-        ("offset_overflows", "w.bin".into(), u64::MAX - 8, 64, "beyond the end"),
-        ("length_disagrees_with_dims", "w.bin".into(), 0, 60, "`length` is 60"),
+        (
+            "offset_overflows",
+            "w.bin".into(),
+            u64::MAX - 8,
+            64,
+            "beyond the end",
+        ),
+        (
+            "length_disagrees_with_dims",
+            "w.bin".into(),
+            0,
+            60,
+            "`length` is 60",
+        ),
         ("empty_location", String::new(), 0, 64, "empty"),
         ("a_folder", ".".into(), 0, 64, "not a regular file"),
     ];
@@ -413,7 +531,11 @@ fn external_offset_that_is_not_a_number() {
     let bytes = one_weight_model(t);
     let e = read_error(&bytes, &case.dir(), "negative offset");
     assert!(e.contains("`offset` is not a non-negative integer"), "{e}");
-    let t = Msg::new().packed(1, &[4, 4]).varint(2, 1).str(8, "w").varint(14, 1);
+    let t = Msg::new()
+        .packed(1, &[4, 4])
+        .varint(2, 1)
+        .str(8, "w")
+        .varint(14, 1);
     let e = read_error(&one_weight_model(t), &case.dir(), "no location");
     assert!(e.contains("names no `location`"), "{e}");
 }
@@ -442,14 +564,22 @@ fn payload_of(m: &Model, name: &str) -> Vec<u8> {
 
 #[test]
 fn nan_and_inf_weights_are_skipped_with_a_reason() {
-    for (label, bad) in [("nan", f32::NAN), ("inf", f32::INFINITY), ("neg_inf", f32::NEG_INFINITY)] {
+    for (label, bad) in [
+        ("nan", f32::NAN),
+        ("inf", f32::INFINITY),
+        ("neg_inf", f32::NEG_INFINITY),
+    ] {
         let mut v = kaiming(16, 4, 7);
         v[5] = bad;
         let (a, b, plan, _d) = rewire_and_verify(&one_weight_model(tensor_f32("w", &[4, 4], &v)));
         assert!(plan.weights.is_empty(), "{label}");
         let s = plan.skipped.iter().find(|s| s.name == "w").unwrap();
         assert_eq!(s.kind, SkipKind::NonFinite, "{label}");
-        assert!(s.reason.contains("NaN or infinite"), "{label}: {}", s.reason);
+        assert!(
+            s.reason.contains("NaN or infinite"),
+            "{label}: {}",
+            s.reason
+        );
         assert_eq!(payload_of(&a, "w"), payload_of(&b, "w"), "{label}: touched");
     }
 }
@@ -484,14 +614,21 @@ fn one_row_and_one_column_weights_are_left_as_they_are() {
 
 #[test]
 fn all_equal_and_signed_zero_weights_stay_a_permutation() {
-    let (a, b, plan, _d) = rewire_and_verify(&one_weight_model(tensor_f32("w", &[6, 5], &[0.25; 30])));
+    let (a, b, plan, _d) =
+        rewire_and_verify(&one_weight_model(tensor_f32("w", &[6, 5], &[0.25; 30])));
     assert_eq!(plan.weights.len(), 1);
     assert_eq!(payload_of(&a, "w"), payload_of(&b, "w"));
     // +0.0 and -0.0 compare equal but are different bit patterns: the
     // multiset of bit patterns must survive.
-    let v: Vec<f32> = (0..30).map(|i| if i % 3 == 0 { -0.0 } else { 0.0 }).collect();
+    let v: Vec<f32> = (0..30)
+        .map(|i| if i % 3 == 0 { -0.0 } else { 0.0 })
+        .collect();
     let (a, b, _, _d) = rewire_and_verify(&one_weight_model(tensor_f32("w", &[6, 5], &v)));
-    let count_neg = |p: Vec<u8>| p.chunks(4).filter(|c| c == &(-0.0f32).to_le_bytes()).count();
+    let count_neg = |p: Vec<u8>| {
+        p.chunks(4)
+            .filter(|c| c == &(-0.0f32).to_le_bytes())
+            .count()
+    };
     assert_eq!(count_neg(payload_of(&a, "w")), 10);
     assert_eq!(count_neg(payload_of(&b, "w")), 10);
 }
@@ -519,7 +656,13 @@ fn identity_cycles_and_fanout_do_not_explode_the_planner() {
         node("Identity", "i0", &["w"], &["a"], vec![]),
         node("Identity", "i1", &["a"], &["a"], vec![]),
         node("Identity", "i2", &["a"], &["a"], vec![]),
-        node("Gemm", "fc", &["x", "a"], &["y"], vec![attr_int("transB", 1)]),
+        node(
+            "Gemm",
+            "fc",
+            &["x", "a"],
+            &["y"],
+            vec![attr_int("transB", 1)],
+        ),
     ];
     let bytes = graph_model(
         nodes,
@@ -529,7 +672,11 @@ fn identity_cycles_and_fanout_do_not_explode_the_planner() {
     );
     let start = std::time::Instant::now();
     let _ = read_plan_rewire(&bytes, Path::new("."), "identity cycle");
-    assert!(start.elapsed().as_secs() < 5, "planning took {:?}", start.elapsed());
+    assert!(
+        start.elapsed().as_secs() < 5,
+        "planning took {:?}",
+        start.elapsed()
+    );
 }
 
 // ------------------------------------------------------ fuzzer regressions
@@ -538,7 +685,9 @@ fn identity_cycles_and_fanout_do_not_explode_the_planner() {
 /// floats, as `fuzz/fuzz_targets/read_and_locate.rs` makes it.
 fn fuzz_data_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let bytes: Vec<u8> = (0..1024u16).flat_map(|i| (f32::from(i) * 0.01 - 5.0).to_le_bytes()).collect();
+    let bytes: Vec<u8> = (0..1024u16)
+        .flat_map(|i| (f32::from(i) * 0.01 - 5.0).to_le_bytes())
+        .collect();
     std::fs::write(dir.path().join("w.bin"), bytes).unwrap();
     dir
 }
@@ -559,7 +708,12 @@ fn fuzz_regressions_replay_without_panicking() {
         let bytes = std::fs::read(&f).unwrap();
         let start = std::time::Instant::now();
         let _ = read_plan_rewire(&bytes, data.path(), &f.display().to_string());
-        assert!(start.elapsed().as_secs() < 5, "{}: took {:?}", f.display(), start.elapsed());
+        assert!(
+            start.elapsed().as_secs() < 5,
+            "{}: took {:?}",
+            f.display(),
+            start.elapsed()
+        );
     }
 }
 
@@ -569,14 +723,28 @@ fn fuzz_regressions_replay_without_panicking() {
 #[test]
 #[ignore = "a tool, not a test"]
 fn write_fuzz_seeds() {
-    let Some(dir) = std::env::var_os("FUZZ_SEED_DIR") else { return };
+    let Some(dir) = std::env::var_os("FUZZ_SEED_DIR") else {
+        return;
+    };
     let dir = PathBuf::from(dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cycle = graph_model(
         vec![
             node("Identity", "i0", &["w"], &["a"], vec![]),
-            node("Transpose", "t", &["a"], &["b"], vec![attr_ints("perm", &[1, 0])]),
-            node("Gemm", "fc", &["x", "b"], &["y"], vec![attr_int("transB", 0)]),
+            node(
+                "Transpose",
+                "t",
+                &["a"],
+                &["b"],
+                vec![attr_ints("perm", &[1, 0])],
+            ),
+            node(
+                "Gemm",
+                "fc",
+                &["x", "b"],
+                &["y"],
+                vec![attr_int("transB", 0)],
+            ),
             node("Conv", "c", &["x", "k"], &["z"], vec![]),
             node("MatMul", "m", &["h", "x"], &["q"], vec![]),
         ],
@@ -591,7 +759,10 @@ fn write_fuzz_seeds() {
     let seeds: Vec<(&str, Vec<u8>)> = vec![
         ("mlp", mlp(4, 3, 2)),
         ("graph_last_mlp", graph_last_mlp()),
-        ("external_w_bin", one_weight_model(tensor_external("w", FLOAT, &[4, 4], "w.bin", 64, 64))),
+        (
+            "external_w_bin",
+            one_weight_model(tensor_external("w", FLOAT, &[4, 4], "w.bin", 64, 64)),
+        ),
         ("mixed_storage", cycle),
         (
             "if_subgraph",

@@ -29,23 +29,52 @@ fn skipped(p: &Plan, name: &str) -> (SkipKind, String) {
 
 #[test]
 fn gemm_and_matmul_orientations() {
-    let w = |n: &str, d: &[u64]| tensor_f32(n, d, &kaiming(d.iter().product::<u64>() as usize, 4, 1));
+    let w =
+        |n: &str, d: &[u64]| tensor_f32(n, d, &kaiming(d.iter().product::<u64>() as usize, 4, 1));
     let p = plan_of(graph_model(
         vec![
-            node("Gemm", "g1", &["x", "b1"], &["y1"], vec![attr_int("transB", 1)]),
+            node(
+                "Gemm",
+                "g1",
+                &["x", "b1"],
+                &["y1"],
+                vec![attr_int("transB", 1)],
+            ),
             node("Gemm", "g0", &["x", "b0"], &["y0"], vec![]),
             node("MatMul", "mr", &["x", "wr"], &["y2"], vec![]),
             node("MatMul", "ml", &["wl", "x"], &["y3"], vec![]),
-            node("Transpose", "t", &["wt"], &["wt_t"], vec![attr_ints("perm", &[1, 0])]),
-            node("Gemm", "gt", &["x", "wt_t"], &["y4"], vec![attr_int("transB", 1)]),
+            node(
+                "Transpose",
+                "t",
+                &["wt"],
+                &["wt_t"],
+                vec![attr_ints("perm", &[1, 0])],
+            ),
+            node(
+                "Gemm",
+                "gt",
+                &["x", "wt_t"],
+                &["y4"],
+                vec![attr_int("transB", 1)],
+            ),
         ],
-        vec![w("b1", &[5, 4]), w("b0", &[4, 5]), w("wr", &[4, 6]), w("wl", &[7, 4]), w("wt", &[4, 5])],
+        vec![
+            w("b1", &[5, 4]),
+            w("b0", &[4, 5]),
+            w("wr", &[4, 6]),
+            w("wl", &[7, 4]),
+            w("wt", &[4, 5]),
+        ],
         vec![value_info("x", FLOAT, &[4, 4])],
         vec![],
     ));
     let check = |name: &str, rows: u64, cols: u64, transposed: bool| {
         let w = weight(&p, name);
-        assert_eq!((w.rows, w.cols, w.transposed), (rows, cols, transposed), "{name}");
+        assert_eq!(
+            (w.rows, w.cols, w.transposed),
+            (rows, cols, transposed),
+            "{name}"
+        );
     };
     check("b1", 5, 4, false);
     check("b0", 5, 4, true);
@@ -53,14 +82,23 @@ fn gemm_and_matmul_orientations() {
     check("wl", 7, 4, false);
     // Transpose then transB=1: the Gemm sees [5, 4], stored as [4, 5].
     check("wt", 5, 4, true);
-    assert_eq!(weight(&p, "wt").consumers[0].through, vec!["Transpose".to_string()]);
+    assert_eq!(
+        weight(&p, "wt").consumers[0].through,
+        vec!["Transpose".to_string()]
+    );
 }
 
 #[test]
 fn conv_and_conv_transpose_views() {
     let p = plan_of(graph_model(
         vec![
-            node("Conv", "c", &["x", "wc", "bc"], &["y"], vec![attr_int("group", 2)]),
+            node(
+                "Conv",
+                "c",
+                &["x", "wc", "bc"],
+                &["y"],
+                vec![attr_int("group", 2)],
+            ),
             node("ConvTranspose", "ct", &["y", "wct"], &["z"], vec![]),
         ],
         vec![
@@ -74,7 +112,10 @@ fn conv_and_conv_transpose_views() {
     let wc = weight(&p, "wc");
     assert_eq!((wc.rows, wc.cols, wc.transposed), (8, 18, false));
     let wct = weight(&p, "wct");
-    assert_eq!((wct.rows, wct.cols, wct.op.as_str()), (8, 12, "ConvTranspose"));
+    assert_eq!(
+        (wct.rows, wct.cols, wct.op.as_str()),
+        (8, 12, "ConvTranspose")
+    );
     let (kind, reason) = skipped(&p, "bc");
     assert_eq!(kind, SkipKind::NotAWeight);
     assert!(reason.contains("bias of Conv"), "{reason}");
@@ -86,7 +127,13 @@ fn tied_embedding_is_skipped_with_its_reason() {
         vec![
             node("Gather", "embed", &["emb", "ids"], &["h"], vec![]),
             node("MatMul", "lm_head", &["h", "emb_t"], &["logits"], vec![]),
-            node("Transpose", "tr", &["emb"], &["emb_t"], vec![attr_ints("perm", &[1, 0])]),
+            node(
+                "Transpose",
+                "tr",
+                &["emb"],
+                &["emb_t"],
+                vec![attr_ints("perm", &[1, 0])],
+            ),
         ],
         vec![tensor_f32("emb", &[10, 4], &kaiming(40, 4, 1))],
         vec![value_info("ids", INT64, &[1, 3])],
@@ -127,14 +174,26 @@ fn non_float_rank_one_nonfinite_and_unused_are_skipped() {
 fn constant_nodes_subgraphs_and_functions() {
     let then_branch = graph(GraphSpec {
         name: "then".into(),
-        nodes: vec![node("MatMul", "inner", &["x", "outer_w"], &["t_out"], vec![])],
+        nodes: vec![node(
+            "MatMul",
+            "inner",
+            &["x", "outer_w"],
+            &["t_out"],
+            vec![],
+        )],
         initializers: vec![],
         inputs: vec![],
         outputs: vec![value_info("t_out", FLOAT, &[4, 3])],
     });
     let else_branch = graph(GraphSpec {
         name: "else".into(),
-        nodes: vec![node("Gemm", "inner2", &["x", "local_w"], &["e_out"], vec![attr_int("transB", 1)])],
+        nodes: vec![node(
+            "Gemm",
+            "inner2",
+            &["x", "local_w"],
+            &["e_out"],
+            vec![attr_int("transB", 1)],
+        )],
         initializers: vec![tensor_f32("local_w", &[3, 4], &kaiming(12, 4, 3))],
         inputs: vec![],
         outputs: vec![value_info("e_out", FLOAT, &[4, 3])],
@@ -150,10 +209,34 @@ fn constant_nodes_subgraphs_and_functions() {
     let g = graph(GraphSpec {
         name: "main".into(),
         nodes: vec![
-            node("Constant", "cst", &[], &["cw"], vec![attr_tensor("value", tensor_f32("", &[4, 2], &kaiming(8, 4, 4)))]),
+            node(
+                "Constant",
+                "cst",
+                &[],
+                &["cw"],
+                vec![attr_tensor(
+                    "value",
+                    tensor_f32("", &[4, 2], &kaiming(8, 4, 4)),
+                )],
+            ),
             node("MatMul", "mc", &["x", "cw"], &["c"], vec![]),
-            node("If", "branch", &["cond"], &["y"], vec![attr_graph("then_branch", then_branch), attr_graph("else_branch", else_branch)]),
-            Msg::new().str(1, "x").str(1, "fn_w").str(2, "fo").str(3, "call").str(4, "Dense").str(7, "local"),
+            node(
+                "If",
+                "branch",
+                &["cond"],
+                &["y"],
+                vec![
+                    attr_graph("then_branch", then_branch),
+                    attr_graph("else_branch", else_branch),
+                ],
+            ),
+            Msg::new()
+                .str(1, "x")
+                .str(1, "fn_w")
+                .str(2, "fo")
+                .str(3, "call")
+                .str(4, "Dense")
+                .str(7, "local"),
         ],
         initializers: vec![
             tensor_f32("outer_w", &[4, 3], &kaiming(12, 4, 5)),
@@ -181,7 +264,8 @@ fn constant_nodes_subgraphs_and_functions() {
 fn committed_models_match_the_export_manifest() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(root.join("manifest.json")).unwrap())
+            .unwrap();
     let entries = manifest.as_array().unwrap();
     assert!(entries.len() >= 10);
     for entry in entries {
@@ -212,7 +296,11 @@ fn committed_models_match_the_export_manifest() {
         assert_eq!(got, want, "{}", file.display());
         for nw in entry["not_weights"].as_array().unwrap() {
             let name = nw["name"].as_str().unwrap();
-            assert!(p.skipped.iter().any(|s| s.name == name), "{}: {name} should be skipped", file.display());
+            assert!(
+                p.skipped.iter().any(|s| s.name == name),
+                "{}: {name} should be skipped",
+                file.display()
+            );
         }
     }
 }
@@ -223,7 +311,11 @@ fn committed_models_match_the_export_manifest() {
 fn torchvision_resnet18_has_twenty_conv_and_one_gemm_weight() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/large/resnet18.onnx");
     if !path.exists() {
-        eprintln!("SKIPPED: {} not generated (run models/export_torch.py --resnet18 {})", path.display(), path.display());
+        eprintln!(
+            "SKIPPED: {} not generated (run models/export_torch.py --resnet18 {})",
+            path.display(),
+            path.display()
+        );
         return;
     }
     let p = locate(&Model::open(&path).unwrap()).unwrap();

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a module per stage of the data flow.
 
 mod algorithm;
+mod backend;
 mod cli;
 mod exporters;
 mod fixtures;
@@ -8,4 +9,3 @@ mod hostile;
 mod locate;
 mod roundtrip;
 mod train;
-mod backend;

@@ -17,7 +17,9 @@ pub fn committed_models() -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root];
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -61,9 +63,24 @@ pub fn kitchen_sink(dir: &Path) -> PathBuf {
         node("Cast", "to16", &["x"], &["x16"], vec![attr_int("to", 10)]),
         node("MatMul", "m_f16", &["x16", "w_f16"], &["c16"], vec![]),
         node("MatMul", "m_ext", &["x", "w_ext"], &["d"], vec![]),
-        node("Constant", "cst", &[], &["w_const"], vec![attr_tensor("value", tensor_f32("", &[4, 3], &kaiming(12, 4, 12)))]),
+        node(
+            "Constant",
+            "cst",
+            &[],
+            &["w_const"],
+            vec![attr_tensor(
+                "value",
+                tensor_f32("", &[4, 3], &kaiming(12, 4, 12)),
+            )],
+        ),
         node("MatMul", "m_const", &["x", "w_const"], &["e"], vec![]),
-        node("Loop", "loop", &["", "cond"], &["c_out", "lb_out"], vec![attr_graph("body", body)]),
+        node(
+            "Loop",
+            "loop",
+            &["", "cond"],
+            &["c_out", "lb_out"],
+            vec![attr_graph("body", body)],
+        ),
     ];
     let g = unknown(graph(GraphSpec {
         name: "sink".into(),
@@ -79,7 +96,13 @@ pub fn kitchen_sink(dir: &Path) -> PathBuf {
     }))
     .str(10, "graph doc")
     .msg(16, meta("graph_key", "graph_value"))
-    .msg(15, Msg::new().msg(1, tensor_f32("sp_values", &[2], &[1.0, 2.0])).msg(2, tensor_raw("sp_idx", 7, &[2], &[0; 16])).packed(3, &[4]));
+    .msg(
+        15,
+        Msg::new()
+            .msg(1, tensor_f32("sp_values", &[2], &[1.0, 2.0]))
+            .msg(2, tensor_raw("sp_idx", 7, &[2], &[0; 16]))
+            .packed(3, &[4]),
+    );
     let func = Msg::new()
         .str(1, "Helper")
         .str(4, "p")
@@ -98,7 +121,14 @@ pub fn kitchen_sink(dir: &Path) -> PathBuf {
         }),
     );
     let bytes = {
-        let mut m = unknown(Msg(model(g, vec![(25, func), (20, training), (14, meta("model_key", "model_value"))])));
+        let mut m = unknown(Msg(model(
+            g,
+            vec![
+                (25, func),
+                (20, training),
+                (14, meta("model_key", "model_value")),
+            ],
+        )));
         m = m.str(6, "model doc string");
         m.0
     };
@@ -110,7 +140,11 @@ fn identity_round_trip(path: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("copy.onnx");
     write_patched(&model, &out, &[], WriteOptions::default()).unwrap();
-    assert!(std::fs::read(path).unwrap() == std::fs::read(&out).unwrap(), "{} changed", path.display());
+    assert!(
+        std::fs::read(path).unwrap() == std::fs::read(&out).unwrap(),
+        "{} changed",
+        path.display()
+    );
 }
 
 #[test]
@@ -145,7 +179,10 @@ fn rewiring_the_kitchen_sink_changes_only_weight_payloads() {
 
     // The input and its data file are untouched; the output has its own.
     assert_eq!(std::fs::read(&input).unwrap(), input_bytes);
-    assert_eq!(std::fs::read(dir.path().join("weights.bin")).unwrap(), data_before);
+    assert_eq!(
+        std::fs::read(dir.path().join("weights.bin")).unwrap(),
+        data_before
+    );
     let data_after = std::fs::read(out_dir.join("weights.bin")).unwrap();
     assert_eq!(&data_after[..16], &data_before[..16]);
     assert_eq!(&data_after[112..], &data_before[112..]);
@@ -165,13 +202,18 @@ fn rewiring_the_kitchen_sink_changes_only_weight_payloads() {
         .iter()
         .filter(|t| names.contains(&t.name.as_str()))
         .filter_map(|t| match &t.storage {
-            pa_onnx::onnx::Storage::Raw(r) | pa_onnx::onnx::Storage::Packed { range: r, .. } => Some(r.clone()),
+            pa_onnx::onnx::Storage::Raw(r) | pa_onnx::onnx::Storage::Packed { range: r, .. } => {
+                Some(r.clone())
+            }
             _ => None,
         })
         .collect();
     for (i, (a, b)) in input_bytes.iter().zip(&out_bytes).enumerate() {
         if a != b {
-            assert!(payloads.iter().any(|r| r.contains(&i)), "byte {i} outside payloads changed");
+            assert!(
+                payloads.iter().any(|r| r.contains(&i)),
+                "byte {i} outside payloads changed"
+            );
         }
     }
 }
@@ -182,10 +224,16 @@ fn refuses_to_overwrite_input_data_without_force() {
     let input = kitchen_sink(dir.path());
     let out = dir.path().join("other.onnx");
     let err = rewire_file(&input, Some(&out), &RewireOptions::default()).unwrap_err();
-    assert!(matches!(err, pa_onnx::Error::WouldOverwrite { .. }), "{err}");
+    assert!(
+        matches!(err, pa_onnx::Error::WouldOverwrite { .. }),
+        "{err}"
+    );
     assert!(!out.exists(), "a failed run left an output");
     let err = rewire_file(&input, Some(&input), &RewireOptions::default()).unwrap_err();
-    assert!(matches!(err, pa_onnx::Error::WouldOverwrite { .. }), "{err}");
+    assert!(
+        matches!(err, pa_onnx::Error::WouldOverwrite { .. }),
+        "{err}"
+    );
 }
 
 #[test]
