@@ -6,6 +6,7 @@ mod doctor;
 mod inspect;
 mod printer;
 mod rewire;
+mod train_graph;
 mod verify;
 
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ enum Command {
     Verify(verify::Args),
     /// Show which inference backends are available, and where ONNX Runtime was found.
     Doctor(doctor::Args),
+    /// Write the training graph of a model (loss and gradients in plain ONNX).
+    TrainGraph(train_graph::Args),
 }
 
 /// Runs the command line and turns its outcome into an exit status:
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Rewire(a) => rewire::run(a, &printer),
         Command::Verify(a) => verify::run(a, &printer),
         Command::Doctor(a) => doctor::run(a, &printer),
+        Command::TrainGraph(a) => train_graph::run(a, &printer),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,
@@ -71,4 +75,30 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether two paths name the same existing file.
+pub fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Writes a small file through a temporary file and a rename.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> pa_onnx::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let io = |action: &'static str, p: &std::path::Path, e| pa_onnx::Error::Io {
+        action,
+        path: p.into(),
+        source: e,
+    };
+    let mut f =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| io("cannot create a file in", dir, e))?;
+    f.write_all(bytes)
+        .map_err(|e| io("cannot write", path, e))?;
+    f.persist(path)
+        .map_err(|e| io("cannot write", path, e.error))?;
+    Ok(())
 }

@@ -127,7 +127,7 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
     }
     if let Some(path) = &args.report {
         let text = serde_json::to_string_pretty(&report).expect("reports serialize");
-        write_atomically(path, text.as_bytes())?;
+        super::write_atomically(path, text.as_bytes())?;
     }
     let verified = match (output, args.verify.is_empty()) {
         (Some(out), false) => Some(verify_output(
@@ -179,30 +179,6 @@ fn verify_output(
         "\nverify: FAILED"
     });
     Ok((passed, json, text))
-}
-
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> pa_onnx::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let mut f = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::Io {
-        action: "cannot create a file in",
-        path: dir.into(),
-        source: e,
-    })?;
-    f.write_all(bytes).map_err(|e| Error::Io {
-        action: "cannot write",
-        path: path.into(),
-        source: e,
-    })?;
-    f.persist(path).map_err(|e| Error::Io {
-        action: "cannot write",
-        path: path.into(),
-        source: e.error,
-    })?;
-    Ok(())
 }
 
 fn summary(r: &RewireReport) -> String {

@@ -71,13 +71,20 @@ pub fn sort_packed(items: &mut [u64], scratch: &mut Scratch) {
         insertion_sort(items);
         return;
     }
-    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    // Buckets are taken from the key (high) halves only, which is where
+    // words differ in practice; equal keys share a bucket and the final
+    // insertion sort orders them by index. The range is found on the keys
+    // as i32 (bias flipped), which SSE2 can min/max eight lanes at a time,
+    // unlike u64.
+    let (mut lo, mut hi) = (i32::MAX, i32::MIN);
     for &x in items.iter() {
-        lo = lo.min(x);
-        hi = hi.max(x);
+        let k = ((x >> 32) as u32 ^ 0x8000_0000) as i32;
+        lo = lo.min(k);
+        hi = hi.max(k);
     }
-    // Buckets: the top bits of (x - lo), about two per item, so that the
-    // log-like spread of float keys leaves few items per bucket.
+    let lo = ((lo as u32 ^ 0x8000_0000) as u64) << 32;
+    let hi = ((hi as u32 ^ 0x8000_0000) as u64) << 32 | u32::MAX as u64;
+    // About one bucket per item: the top bits of (x - lo).
     let range = hi - lo;
     let want_bits = usize::BITS - n.leading_zeros();
     let shift = (u64::BITS - range.leading_zeros()).saturating_sub(want_bits);
