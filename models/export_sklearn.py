@@ -16,8 +16,20 @@ import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import manifest_util as mu  # noqa: E402
+import importlib.util  # noqa: E402
+
+# Python puts the script's folder, models/, first on sys.path; its folders
+# models/jax, models/keras, models/paddle, models/sklearn would then be
+# importable as namespace packages and stand in for a framework that is not
+# installed in this venv (keras probes `import jax`). Drop it, and load the
+# helper by path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+_spec = importlib.util.spec_from_file_location(
+    "manifest_util", os.path.join(os.path.dirname(os.path.abspath(__file__)), "manifest_util.py")
+)
+mu = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mu)
 
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402

@@ -264,7 +264,14 @@ struct Walker<'a> {
     scopes: &'a Scopes,
     functions: &'a HashMap<(&'a str, &'a str), usize>,
     rank: usize,
+    /// Calls of `visit` so far for this tensor: a hostile graph (a name
+    /// defined twice, or reading itself) can make the number of paths
+    /// exponential in the depth, so the walk has a budget.
+    steps: std::cell::Cell<usize>,
 }
+
+/// Most `visit` calls spent on one tensor.
+const MAX_STEPS: usize = 10_000;
 
 impl Walker<'_> {
     fn visit(
@@ -281,6 +288,12 @@ impl Walker<'_> {
                 "reached through more than 64 pass-through ops".into(),
                 false,
             ));
+            return;
+        }
+        self.steps.set(self.steps.get() + 1);
+        if self.steps.get() > MAX_STEPS {
+            let reason = format!("is reached through more than {MAX_STEPS} paths");
+            out.push(Finding::Blocker(reason, false));
             return;
         }
         let Some(uses) = self.scopes.uses.get(&(graph, name.to_string())) else {
@@ -475,6 +488,7 @@ pub fn locate(model: &Model) -> Result<Plan> {
             scopes: &scopes,
             functions: &functions,
             rank: t.dims.len(),
+            steps: std::cell::Cell::new(0),
         };
         let mut findings = Vec::new();
         let axes: Vec<usize> = (0..walker.rank).collect();

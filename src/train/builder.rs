@@ -14,8 +14,8 @@ use crate::onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 
 use super::grad::{backward, is_non_differentiable};
 use super::ir::{
-    ai, attr_f, attr_i, decode_f32, input_type, is_float, label, node_err, value_info, Graph, Info,
-    Result, BOOL, F32, I64,
+    af, ai, attr_f, attr_i, decode_f32, input_type, is_float, label, node_err, value_info, Graph,
+    Info, Result, BOOL, F32, I64,
 };
 use super::{
     DataInput, LossKind, RunningStat, TrainError, TrainGraphOptions, TrainTensor, TrainingGraph,
@@ -90,6 +90,7 @@ struct Builder<'a> {
     tape: Vec<Step>,
     grads: HashMap<String, Vec<String>>,
     param_grads: Vec<Option<String>>,
+    dropouts: i64,
 }
 
 /// Input positions of trainable tensors, by operator.
@@ -277,6 +278,7 @@ impl<'a> Builder<'a> {
             tape: vec![],
             grads: HashMap::new(),
             param_grads: vec![None; n],
+            dropouts: 0,
         })
     }
 
@@ -340,24 +342,34 @@ impl<'a> Builder<'a> {
             n.attribute.clear();
             return Ok(());
         }
-        let r = self.g.scalar(ratio as f32);
-        let t = self.g.fresh("training_mode");
-        self.g.add_init(crate::onnx::pb::TensorProto {
-            name: t.clone(),
-            data_type: BOOL,
-            raw_data: vec![1],
-            ..Default::default()
-        });
-        n.input = vec![n.input[0].clone(), r, t];
-        if n.output.len() < 2 || n.output[1].is_empty() {
-            let m = self.g.fresh("dropout_mask");
-            n.output.truncate(1);
-            n.output.push(m);
-        }
-        n.attribute.retain(|a| a.name != "seed");
+        // The mask comes from RandomUniformLike rather than Dropout's own
+        // training mode, which tract refuses to run; ORT and tract both
+        // draw from a seeded generator that advances with every run.
+        let x = n.input[0].clone();
+        let mut attrs = vec![ai("dtype", F32 as i64)];
         if let Some(seed) = self.opts.dropout_seed {
-            n.attribute.push(ai("seed", seed));
+            self.dropouts += 1;
+            attrs.push(af("seed", (seed + self.dropouts) as f32));
         }
+        let u = self.g.op("RandomUniformLike", &[&x], attrs)?;
+        let r = self.g.scalar(ratio as f32);
+        let keep = self.g.op("GreaterOrEqual", &[&u, &r], vec![])?;
+        let m = self.g.op("Cast", &[&keep], vec![ai("to", F32 as i64)])?;
+        let scale = self.g.scalar((1.0 / (1.0 - ratio)) as f32);
+        let ms = self.g.op("Mul", &[&m, &scale], vec![])?;
+        if let Some(mask) = n.output.get(1).filter(|s| !s.is_empty()) {
+            self.g.push(NodeProto {
+                input: vec![keep],
+                output: vec![mask.clone()],
+                name: format!("{}/mask", label(n)),
+                op_type: "Identity".into(),
+                ..Default::default()
+            })?;
+        }
+        n.op_type = "Mul".into();
+        n.input = vec![x, ms];
+        n.output.truncate(1);
+        n.attribute.clear();
         Ok(())
     }
 

@@ -681,6 +681,14 @@ impl Graph {
                 }
                 same(&x)
             }
+            "RandomUniformLike" | "RandomNormalLike" => {
+                let x = get(0)?;
+                let dtype = attr_i(n, "dtype", x.dtype as i64) as i32;
+                Ok(vec![Info {
+                    dtype,
+                    shape: x.shape.clone(),
+                }])
+            }
             "Dropout" => {
                 let x = get(0)?.clone();
                 Ok(vec![

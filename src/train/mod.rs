@@ -76,7 +76,8 @@ pub struct TrainGraphOptions {
     pub frozen: Vec<String>,
     /// Dropout in training mode (random mask) rather than identity.
     pub dropout: bool,
-    /// Seed for the Dropout masks (ONNX `seed` attribute); `None` leaves it unseeded.
+    /// Seed of the Dropout masks' random generators (node k gets seed + k);
+    /// `None` leaves them unseeded.
     pub dropout_seed: Option<i64>,
 }
 

@@ -190,3 +190,110 @@ fn bad_input_gives_one_line_and_no_output() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("missing.onnx"));
 }
+
+#[test]
+fn doctor_reports_backends() {
+    let o = pa(&["doctor", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tract"]["available"], true);
+    if v["ort"]["available"] == true {
+        assert!(v["ort_version"].as_str().unwrap().starts_with('1'));
+        assert!(v["ort_providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "CPUExecutionProvider"));
+    } else {
+        eprintln!("SKIPPED: ONNX Runtime not found: {}", v["ort"]["reason"]);
+        assert!(v["ort"]["reason"].as_str().is_some());
+    }
+    let o = pa(&["doctor", "--ort-lib", "/nonexistent/libonnxruntime.so"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).contains("/nonexistent/libonnxruntime.so"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn verify_with_backends_and_required_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_temp(dir.path(), "mlp.onnx", &mlp(16, 12, 4));
+    let out = dir.path().join("out.onnx");
+    let o = pa(&["rewire", s(&m), s(&out), "--verify", "tract"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("verify: PASSED"), "{}", stdout(&o));
+
+    let o = pa(&[
+        "verify",
+        s(&m),
+        s(&out),
+        "--backends",
+        "tract,ort-cpu",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let backends = v["inference"]["backends"].as_array().unwrap();
+    let tract = backends.iter().find(|b| b["backend"] == "tract").unwrap();
+    assert_eq!(tract["status"], "passed");
+    let ort = backends.iter().find(|b| b["backend"] == "ort-cpu").unwrap();
+    if ort["status"] == "skipped" {
+        eprintln!("SKIPPED: ort-cpu: {}", ort["reason"]);
+    } else {
+        assert_eq!(ort["status"], "passed", "{ort}");
+    }
+
+    // A backend that cannot be had is a skip, and a failure once required.
+    let o = pa(&["verify", s(&m), s(&out), "--backends", "tract,ort-cuda"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("skipped"), "{}", stdout(&o));
+    let o = pa(&[
+        "verify",
+        s(&m),
+        s(&out),
+        "--backends",
+        "tract",
+        "--require",
+        "ort-cuda",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+
+    // Identical files: the rewrite did not take effect.
+    let o = pa(&["verify", s(&m), s(&m), "--backends", "tract"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let o = pa(&[
+        "verify",
+        s(&m),
+        s(&m),
+        "--backends",
+        "tract",
+        "--allow-unchanged",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+
+    let o = pa(&["verify", s(&m), s(&out), "--backends", "onnxjs"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn train_graph_writes_a_loadable_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/torch/mlp.onnx");
+    let out = dir.path().join("train.onnx");
+    let o = pa(&["train-graph", s(&input), s(&out)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m = pa_onnx::onnx::Model::open(&out).unwrap();
+    let main = &m.graphs[0];
+    assert!(main.outputs.iter().any(|o| o == "loss"));
+    assert!(
+        main.outputs.iter().any(|o| o == "fc1.weight_grad"),
+        "{:?}",
+        main.outputs
+    );
+    assert!(main.inputs.iter().any(|i| i == "labels"));
+    let o = pa(&["train-graph", s(&input), s(&input)]);
+    assert_eq!(o.status.code(), Some(2), "overwrote its input");
+}
