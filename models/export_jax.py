@@ -45,7 +45,6 @@ _spec = importlib.util.spec_from_file_location(
 mu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mu)
 
-import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import onnx  # noqa: E402
 from flax import nnx  # noqa: E402

@@ -109,7 +109,11 @@ MODELS = {
 }
 
 # Also exported with tf2onnx's optimizers off (file suffix `_unoptimized`).
-UNOPTIMIZED = ("dense", "cnn", "conv1d", "depthwise_conv", "conv2d_transpose")
+# Only kept where that changes how a kernel is stored: for Dense, Conv1D,
+# Conv2D and Conv2DTranspose the kernels are the same initializers either
+# way (tf2onnx transposes constant kernels while converting), and only
+# activation Transposes and Identity nodes differ.
+UNOPTIMIZED = ("depthwise_conv",)
 
 # Kernels that a file reads through an op outside the orientation table's
 # see-through list (Identity, Cast, Transpose), so they are not weights:

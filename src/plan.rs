@@ -440,6 +440,46 @@ impl Walker<'_> {
     }
 }
 
+/// Tensors whose external byte range overlaps another tensor's, each with
+/// one tensor it overlaps. Rewriting such a tensor in place would change
+/// the other one too (or be overwritten by it), so neither is rewired.
+fn shared_external_bytes(model: &Model) -> HashMap<usize, usize> {
+    let mut ranges: Vec<(&std::path::Path, u64, u64, usize)> = model
+        .tensors
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match &t.storage {
+            crate::onnx::Storage::External {
+                file,
+                offset,
+                length,
+                ..
+            } if *length > 0 => Some((file.as_path(), *offset, offset + length, i)),
+            _ => None,
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut shared = HashMap::new();
+    // Sweep clusters of transitively overlapping ranges in each file.
+    let mut k = 0;
+    while k < ranges.len() {
+        let (file, _, mut end, _) = ranges[k];
+        let mut j = k + 1;
+        while j < ranges.len() && ranges[j].0 == file && ranges[j].1 < end {
+            end = end.max(ranges[j].2);
+            j += 1;
+        }
+        if j - k > 1 {
+            for m in k..j {
+                let other = if m == k { ranges[k + 1].3 } else { ranges[k].3 };
+                shared.insert(ranges[m].3, other);
+            }
+        }
+        k = j;
+    }
+    shared
+}
+
 /// Locates every dense and convolution weight of `model`.
 pub fn locate(model: &Model) -> Result<Plan> {
     let scopes = build_scopes(model);
@@ -452,6 +492,7 @@ pub fn locate(model: &Model) -> Result<Plan> {
             _ => None,
         })
         .collect();
+    let shared = shared_external_bytes(model);
     let mut plan = Plan::default();
     for (ti, t) in model.tensors.iter().enumerate() {
         let skip = |kind: SkipKind, reason: String| Skipped {
@@ -560,6 +601,16 @@ pub fn locate(model: &Model) -> Result<Plan> {
             plan.skipped.push(skip(
                 SkipKind::Storage,
                 format!("is stored as {why}, which cannot be permuted in place"),
+            ));
+            continue;
+        }
+        if let Some(&other) = shared.get(&ti) {
+            plan.skipped.push(skip(
+                SkipKind::Storage,
+                format!(
+                    "shares external data bytes with `{}`, so rewiring one would change the other",
+                    model.tensors[other].name
+                ),
             ));
             continue;
         }

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use sort::{f32_key, f64_key, sort_f32_values, sort_packed, Scratch};
+use sort::{f32_key, f64_key, sort_packed, Scratch};
 
 /// Which rule assigns a row's values to columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -317,7 +317,6 @@ fn prepare(
     first: usize,
     cols: usize,
     draws: Option<(&[u8; 32], u64)>,
-    values: Values,
     exps: &mut Vec<f64>,
     bits: &mut Vec<u32>,
     scratch: &mut Scratch,
@@ -334,10 +333,7 @@ fn prepare(
             // Row 0 is never changed, so it is neither sorted nor drawn.
             continue;
         }
-        match values {
-            Values::Narrow => sort_f32_values(row, scratch),
-            Values::Wide(_) => sort_packed(row, scratch),
-        }
+        sort_packed(row, scratch);
         if let Some((seed, pass_no)) = draws {
             draw_row(seed, pass_no, k, bits, e);
         }
@@ -442,7 +438,7 @@ fn pass_elements(
     let [exps_now, exps_next] = exps;
     let [scr_now, scr_next] = scratch;
     let mut chunks: Vec<&mut [u64]> = a.chunks_mut(chunk_rows * cols).collect();
-    prepare(chunks[0], 0, cols, draws, values, exps_now, bits, scr_next);
+    prepare(chunks[0], 0, cols, draws, exps_now, bits, scr_next);
     for i in 0..chunks.len() {
         let first = i * chunk_rows;
         let (now, later) = chunks.split_at_mut(i + 1);
@@ -462,7 +458,6 @@ fn pass_elements(
                         first + chunk_rows,
                         cols,
                         draws,
-                        values,
                         exps_next,
                         bits,
                         scr_next,
@@ -631,7 +626,7 @@ pub fn rewire_values(
     opts: &Options,
 ) -> Outcome {
     let rows = dims.get(axes[0]).copied().unwrap_or(1) as usize;
-    let cols = if rows == 0 { 0 } else { values.len() / rows };
+    let cols = values.len().checked_div(rows).unwrap_or(0);
     let map = view_index(dims, axes);
     // Elements carry their storage index, so the result is the permutation.
     let (vals, a) = Values::elements(values, map.iter().copied());

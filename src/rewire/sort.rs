@@ -92,38 +92,6 @@ pub fn sort_packed(items: &mut [u64], scratch: &mut Scratch) {
     bucket_sort(items, scratch, buckets, |x| ((x - lo) >> shift) as usize);
 }
 
-/// Sorts words of the form `f32_key(v) << 32 | index` (values that are
-/// f32) ascending. Weights are spread around zero, and their f32 bit
-/// patterns crowd into two narrow bands (the usual magnitudes of either
-/// sign), so buckets here split the range of the values themselves,
-/// linearly, which keeps them small for the bell- or box-shaped rows of an
-/// initialised tensor.
-pub fn sort_f32_values(items: &mut [u64], scratch: &mut Scratch) {
-    let n = items.len();
-    if n <= SMALL {
-        insertion_sort(items);
-        return;
-    }
-    let value = |x: u64| f32_unkey((x >> 32) as u32);
-    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-    for &x in items.iter() {
-        let v = value(x);
-        lo = if v < lo { v } else { lo };
-        hi = if v > hi { v } else { hi };
-    }
-    let scale = n as f32 / (hi - lo);
-    if !scale.is_finite() || !(lo.is_finite() && hi.is_finite()) {
-        // Constant rows, infinities or NaN: the generic sort copes.
-        sort_packed(items, scratch);
-        return;
-    }
-    // (v - lo) * scale is monotone in v, so buckets come out in order; the
-    // clamp catches rounding at the top end.
-    bucket_sort(items, scratch, n + 1, |x| {
-        (((value(x) - lo) * scale) as usize).min(n)
-    });
-}
-
 /// One counting pass of `items` into `buckets` ordered buckets, then the
 /// fix-up inside buckets. `bucket_of` must be below `buckets`; it should be
 /// monotone, but the result is sorted regardless (the final insertion sort

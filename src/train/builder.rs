@@ -14,8 +14,8 @@ use crate::onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 
 use super::grad::{backward, is_non_differentiable};
 use super::ir::{
-    af, ai, attr_f, attr_i, decode_f32, input_type, is_float, label, node_err, value_info, Graph,
-    Info, Result, BOOL, F32, I64,
+    af, ai, aints, attr_f, attr_i, decode_f32, input_type, is_float, label, node_err, value_info,
+    Graph, Info, Result, F32, I64,
 };
 use super::{
     DataInput, LossKind, RunningStat, TrainError, TrainGraphOptions, TrainTensor, TrainingGraph,
@@ -342,7 +342,7 @@ impl<'a> Builder<'a> {
             n.attribute.clear();
             return Ok(());
         }
-        // The mask comes from RandomUniformLike rather than Dropout's own
+        // The mask comes from RandomUniform rather than Dropout's own
         // training mode, which tract refuses to run; ORT and tract both
         // draw from a seeded generator that advances with every run.
         let x = n.input[0].clone();
@@ -351,7 +351,9 @@ impl<'a> Builder<'a> {
             self.dropouts += 1;
             attrs.push(af("seed", (seed + self.dropouts) as f32));
         }
-        let u = self.g.op("RandomUniformLike", &[&x], attrs)?;
+        // Static shapes allow RandomUniform, which tract parses more reliably than the Like form.
+        attrs.push(aints("shape", &self.g.shape(&x)?));
+        let u = self.g.op("RandomUniform", &[], attrs)?;
         let r = self.g.scalar(ratio as f32);
         let keep = self.g.op("GreaterOrEqual", &[&u, &r], vec![])?;
         let m = self.g.op("Cast", &[&keep], vec![ai("to", F32 as i64)])?;

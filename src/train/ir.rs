@@ -681,6 +681,13 @@ impl Graph {
                 }
                 same(&x)
             }
+            "RandomUniform" | "RandomNormal" => {
+                let shape = attr_ints(n, "shape").ok_or_else(|| node_err(n, "shape missing"))?;
+                Ok(vec![Info {
+                    dtype: attr_i(n, "dtype", F32 as i64) as i32,
+                    shape,
+                }])
+            }
             "RandomUniformLike" | "RandomNormalLike" => {
                 let x = get(0)?;
                 let dtype = attr_i(n, "dtype", x.dtype as i64) as i32;

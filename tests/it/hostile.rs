@@ -225,11 +225,12 @@ fn valid_protobuf_that_is_not_onnx() {
             Msg::new().str(1, "hello").varint(2, 5).0,
             "no graph",
         ),
-        // A bare TensorProto is valid protobuf, but no model.
+        // A bare TensorProto is valid protobuf, but its name (field 8) is
+        // where a model has its opset_import, which then does not parse.
         (
             "bare_tensor",
             tensor_f32("w", &[2], &[1.0, 2.0]).0,
-            "not an ONNX model",
+            "in OperatorSetIdProto",
         ),
         // A graph with no ir_version.
         (
@@ -647,11 +648,10 @@ fn extreme_finite_weights_are_rewired() {
 
 // ----------------------------------------------------------- planner graphs
 
-#[test]
-fn identity_cycles_and_fanout_do_not_explode_the_planner() {
-    // `a` is defined twice and each definition reads `a` again: a cycle
-    // with fan-out 2 at every step. Walking every path would take 2^64
-    // steps.
+/// `a` is defined twice and each definition reads `a` again: a cycle with
+/// fan-out 2 at every step, so walking every path from `w` would take 2^64
+/// steps (the planner hung on it before its walk had a budget).
+fn identity_cycle_model() -> Vec<u8> {
     let nodes = vec![
         node("Identity", "i0", &["w"], &["a"], vec![]),
         node("Identity", "i1", &["a"], &["a"], vec![]),
@@ -664,18 +664,29 @@ fn identity_cycles_and_fanout_do_not_explode_the_planner() {
             vec![attr_int("transB", 1)],
         ),
     ];
-    let bytes = graph_model(
+    graph_model(
         nodes,
         vec![tensor_f32("w", &[4, 4], &kaiming(16, 4, 1))],
         vec![value_info("x", FLOAT, &[1, 4])],
         vec![value_info("y", FLOAT, &[1, 4])],
-    );
+    )
+}
+
+#[test]
+fn identity_cycles_and_fanout_do_not_explode_the_planner() {
     let start = std::time::Instant::now();
-    let _ = read_plan_rewire(&bytes, Path::new("."), "identity cycle");
+    let model = Model::from_bytes(identity_cycle_model(), Path::new(".")).unwrap();
+    let plan = pa_onnx::locate(&model).unwrap();
     assert!(
         start.elapsed().as_secs() < 5,
         "planning took {:?}",
         start.elapsed()
+    );
+    let s = plan.skipped.iter().find(|s| s.name == "w").unwrap();
+    assert!(
+        s.reason.contains("paths") || s.reason.contains("64"),
+        "{}",
+        s.reason
     );
 }
 
@@ -728,7 +739,7 @@ fn write_fuzz_seeds() {
     };
     let dir = PathBuf::from(dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let cycle = graph_model(
+    let mixed = graph_model(
         vec![
             node("Identity", "i0", &["w"], &["a"], vec![]),
             node(
@@ -763,7 +774,8 @@ fn write_fuzz_seeds() {
             "external_w_bin",
             one_weight_model(tensor_external("w", FLOAT, &[4, 4], "w.bin", 64, 64)),
         ),
-        ("mixed_storage", cycle),
+        ("mixed_storage", mixed),
+        ("identity_cycle", identity_cycle_model()),
         (
             "if_subgraph",
             graph_model(
@@ -791,5 +803,59 @@ fn write_fuzz_seeds() {
     ];
     for (name, bytes) in seeds {
         std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn external_tensors_sharing_bytes_are_not_rewired_twice() {
+    // Two weights whose external ranges overlap: rewiring both would write
+    // one over the other, and the output would hold neither permutation.
+    for (name, second_offset, rewired) in [
+        ("overlapping", 16u64, 0),
+        ("identical", 0, 0),
+        ("adjacent", 32, 2),
+    ] {
+        let case = ExternalCase::new();
+        let bytes = graph_model(
+            vec![
+                node(
+                    "Gemm",
+                    "fc1",
+                    &["x", "w1"],
+                    &["h"],
+                    vec![attr_int("transB", 1)],
+                ),
+                node(
+                    "Gemm",
+                    "fc2",
+                    &["h", "w2"],
+                    &["y"],
+                    vec![attr_int("transB", 1)],
+                ),
+            ],
+            vec![
+                tensor_external("w1", FLOAT, &[2, 4], "w.bin", 0, 32),
+                tensor_external("w2", FLOAT, &[2, 4], "w.bin", second_offset, 32),
+            ],
+            vec![value_info("x", FLOAT, &[1, 4])],
+            vec![value_info("y", FLOAT, &[1, 2])],
+        );
+        let input = write_temp(&case.dir(), "m.onnx", &bytes);
+        let out_dir = case.root.path().join("out");
+        let output = out_dir.join("m.onnx");
+        let rep = rewire_file(&input, Some(&output), &RewireOptions::default()).unwrap();
+        assert_eq!(rep.tensors.len(), rewired, "{name}");
+        if rewired == 0 {
+            for s in &rep.skipped {
+                assert_eq!(s.kind, SkipKind::Storage, "{name}");
+                assert!(
+                    s.reason.contains("shares external data bytes"),
+                    "{name}: {}",
+                    s.reason
+                );
+            }
+        }
+        let report = compare_files(&input, &output).unwrap();
+        assert!(report.passed(), "{name}: {:?}", report.differences);
     }
 }

@@ -256,3 +256,57 @@ fn rewiring_every_committed_model_verifies_and_changes_every_weight() {
         assert_eq!(rewired, permuted, "{}", p.display());
     }
 }
+
+/// A file re-encoded by another tool (here: written with float_data instead
+/// of raw_data, and with a doc string that shifts every offset) is compared
+/// tensor by tensor by name.
+#[test]
+fn verify_by_name_on_files_not_written_by_pa_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let w1 = kaiming(12, 4, 1);
+    let w2 = kaiming(6, 3, 2);
+    let build = |w1: &[f32], w2: &[f32], doc: bool, float_data: bool| {
+        let t1 = if float_data {
+            tensor_float_data("w1", &[3, 4], w1)
+        } else {
+            tensor_f32("w1", &[3, 4], w1)
+        };
+        let mut g = graph(GraphSpec {
+            name: "g".into(),
+            nodes: vec![
+                node(
+                    "Gemm",
+                    "fc1",
+                    &["x", "w1"],
+                    &["h"],
+                    vec![attr_int("transB", 1)],
+                ),
+                node("MatMul", "fc2", &["h", "w2"], &["y"], vec![]),
+            ],
+            initializers: vec![t1, tensor_f32("w2", &[3, 2], w2)],
+            inputs: vec![value_info("x", FLOAT, &[1, 4])],
+            outputs: vec![value_info("y", FLOAT, &[1, 2])],
+        });
+        if doc {
+            g = g.str(10, "re-exported");
+        }
+        model(g, vec![])
+    };
+    let original = write_temp(dir.path(), "a.onnx", &build(&w1, &w2, false, false));
+    let mut p1 = w1.clone();
+    p1.reverse();
+    let reexported = write_temp(dir.path(), "b.onnx", &build(&p1, &w2, true, true));
+    let s = compare_files(&original, &reexported).unwrap();
+    assert_eq!(s.mode, Mode::ByName);
+    assert!(s.passed(), "{:?}", s.differences);
+    assert_eq!(s.permuted, ["w1"]);
+    assert_eq!(s.identical, ["w2"]);
+
+    let mut changed = w2.clone();
+    changed[0] += 1.0;
+    let bad = write_temp(dir.path(), "c.onnx", &build(&p1, &changed, true, false));
+    let s = compare_files(&original, &bad).unwrap();
+    assert!(!s.passed());
+    assert_eq!(s.differences.len(), 1, "{:?}", s.differences);
+    assert_eq!(s.differences[0].tensor.as_deref(), Some("w2"));
+}

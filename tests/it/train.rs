@@ -225,7 +225,7 @@ fn unsupported_operator_is_named() {
 
 /// A small Gemm-BatchNorm-Relu-Gemm classifier, written with the protobuf
 /// types directly so the training loop test needs no fixture file.
-fn synthetic_mlp(batch: i64, features: i64, hidden: i64, classes: i64) -> Vec<u8> {
+fn synthetic_mlp(batch: i64, features: i64, hidden: i64, classes: i64, dropout: bool) -> Vec<u8> {
     use pa_onnx::onnx::pb::{
         self, tensor_shape_proto::dimension::Value, tensor_shape_proto::Dimension,
     };
@@ -292,6 +292,27 @@ fn synthetic_mlp(batch: i64, features: i64, hidden: i64, classes: i64) -> Vec<u8
         }),
         ..Default::default()
     };
+    let mut nodes = vec![
+        node("Gemm", &["x", "w1", "b1"], "h"),
+        node(
+            "BatchNormalization",
+            &["h", "gamma", "beta", "mean", "var"],
+            "hn",
+        ),
+        node("Relu", &["hn"], "a"),
+        node("Gemm", &["a", "w2", "b2"], "logits"),
+    ];
+    let mut inits = inits;
+    if dropout {
+        nodes.insert(3, node("Dropout", &["a", "ratio"], "a_drop"));
+        nodes[4].input[0] = "a_drop".into();
+        inits.push(pb::TensorProto {
+            name: "ratio".into(),
+            data_type: pb::DataType::Float as i32,
+            float_data: vec![0.2],
+            ..Default::default()
+        });
+    }
     pb::ModelProto {
         ir_version: 8,
         opset_import: vec![pb::OperatorSetIdProto {
@@ -300,16 +321,7 @@ fn synthetic_mlp(batch: i64, features: i64, hidden: i64, classes: i64) -> Vec<u8
         }],
         graph: Some(pb::GraphProto {
             name: "synthetic".into(),
-            node: vec![
-                node("Gemm", &["x", "w1", "b1"], "h"),
-                node(
-                    "BatchNormalization",
-                    &["h", "gamma", "beta", "mean", "var"],
-                    "hn",
-                ),
-                node("Relu", &["hn"], "a"),
-                node("Gemm", &["a", "w2", "b2"], "logits"),
-            ],
+            node: nodes,
             initializer: inits,
             input: vec![vi("x", &[batch, features])],
             output: vec![vi("logits", &[batch, classes])],
@@ -346,9 +358,16 @@ fn blobs(batch: usize, features: usize, classes: usize) -> (HostTensor, HostTens
 fn train_50_steps(
     kind: BackendKind,
     optimizer: Box<dyn pa_onnx::train::Optimizer>,
+    dropout: bool,
 ) -> Option<(f32, f32)> {
     let (batch, features, hidden, classes) = (64, 8, 16, 4);
-    let model = synthetic_mlp(batch as i64, features as i64, hidden as i64, classes as i64);
+    let model = synthetic_mlp(
+        batch as i64,
+        features as i64,
+        hidden as i64,
+        classes as i64,
+        dropout,
+    );
     let graph = build_training_graph(&model, &TrainGraphOptions::default()).unwrap();
     assert_eq!(graph.running_stats.len(), 2);
     let mut trainer =
@@ -379,7 +398,9 @@ fn train_50_steps(
 fn sgd_momentum_decreases_the_loss() {
     use pa_onnx::train::Sgd;
     for kind in [BackendKind::Tract, BackendKind::OrtCpu] {
-        if let Some((first, last)) = train_50_steps(kind, Box::new(Sgd::new(0.05, 0.9, 1e-4))) {
+        if let Some((first, last)) =
+            train_50_steps(kind, Box::new(Sgd::new(0.05, 0.9, 1e-4)), false)
+        {
             assert!(last < 0.25 * first, "{kind}: loss {first} -> {last}");
         }
     }
@@ -389,8 +410,35 @@ fn sgd_momentum_decreases_the_loss() {
 fn adamw_decreases_the_loss() {
     use pa_onnx::train::AdamW;
     for kind in [BackendKind::Tract, BackendKind::OrtCpu] {
-        if let Some((first, last)) = train_50_steps(kind, Box::new(AdamW::new(0.01, 0.01))) {
+        if let Some((first, last)) = train_50_steps(kind, Box::new(AdamW::new(0.01, 0.01)), false) {
             assert!(last < 0.25 * first, "{kind}: loss {first} -> {last}");
         }
+    }
+}
+
+/// Dropout trains with a fresh seeded mask every step, on both backends
+/// (it is rewritten with RandomUniform, which tract also runs).
+#[test]
+fn dropout_trains() {
+    use pa_onnx::train::AdamW;
+    for kind in [BackendKind::Tract, BackendKind::OrtCpu] {
+        if let Some((first, last)) = train_50_steps(kind, Box::new(AdamW::new(0.01, 0.0)), true) {
+            assert!(last < 0.5 * first, "{kind}: loss {first} -> {last}");
+        }
+    }
+}
+
+/// Writes the training graphs of the bench models to `$PA_TRAIN_DUMP`, for
+/// profiling them outside Rust (`cargo test train::dump -- --ignored`).
+#[test]
+#[ignore]
+fn dump_bench_training_graphs() {
+    let Ok(out) = std::env::var("PA_TRAIN_DUMP") else {
+        return;
+    };
+    for case in ["mlp", "cnn_bn", "resnet", "mobilenet", "transformer"] {
+        let model = std::fs::read(fixture_dir(case).join("bench.onnx")).unwrap();
+        let graph = build_training_graph(&model, &TrainGraphOptions::default()).unwrap();
+        std::fs::write(Path::new(&out).join(format!("{case}.onnx")), &graph.model).unwrap();
     }
 }
