@@ -39,14 +39,18 @@ fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
 /// What a stage prints on its last line, for the parent to read.
 fn report_stage(name: &str, start: Instant) {
     println!(
         "stage {name}: {:.1} s, peak RSS {} (VmHWM; at the end RssAnon {}, RssFile {})",
         start.elapsed().as_secs_f64(),
-        gib(status_bytes("VmHWM")),
-        gib(status_bytes("RssAnon")),
-        gib(status_bytes("RssFile")),
+        mib(status_bytes("VmHWM")),
+        mib(status_bytes("RssAnon")),
+        mib(status_bytes("RssFile")),
     );
 }
 

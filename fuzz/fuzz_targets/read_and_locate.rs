@@ -24,7 +24,9 @@ fn data_dir() -> &'static PathBuf {
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("pa-onnx-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let bytes: Vec<u8> = (0..1024u16).flat_map(|i| (f32::from(i) * 0.01 - 5.0).to_le_bytes()).collect();
+        let bytes: Vec<u8> = (0..1024u16)
+            .flat_map(|i| (f32::from(i) * 0.01 - 5.0).to_le_bytes())
+            .collect();
         std::fs::write(dir.join("w.bin"), bytes).expect("data file");
         dir
     })
@@ -39,14 +41,26 @@ fuzz_target!(|data: &[u8]| {
     };
     for w in &plan.weights {
         let t = &model.tensors[w.tensor];
-        assert_eq!(w.rows * w.cols, t.numel, "{}: the matrix view does not cover the tensor", t.name);
-        let Ok(bytes) = model.payload(t) else { continue };
+        assert_eq!(
+            w.rows * w.cols,
+            t.numel,
+            "{}: the matrix view does not cover the tensor",
+            t.name
+        );
+        let Ok(bytes) = model.payload(t) else {
+            continue;
+        };
         payload::decode_f64(t, &bytes).expect("a located weight decodes");
         if t.numel > MAX_REWIRE {
             continue;
         }
-        let (out, _) = pa_onnx::rewire_tensor(&model, w, &Options::default()).expect("a located weight rewires");
+        let (out, _) = pa_onnx::rewire_tensor(&model, w, &Options::default())
+            .expect("a located weight rewires");
         let enc = payload::encoding(t).expect("a located weight is addressable");
-        assert!(payload::same_multiset(enc, &bytes, &out), "{}: not a permutation", t.name);
+        assert!(
+            payload::same_multiset(enc, &bytes, &out),
+            "{}: not a permutation",
+            t.name
+        );
     }
 });

@@ -610,7 +610,9 @@ impl Graph {
                 axes.push((d + i) as i64);
             }
         }
-        let r = self.reduce("ReduceSum", g, &axes, true)?;
+        // Dropping only leading axes needs no Reshape afterwards.
+        let keepdims = axes.len() != d;
+        let r = self.reduce("ReduceSum", g, &axes, keepdims)?;
         self.reshape(&r, shape)
     }
 

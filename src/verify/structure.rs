@@ -212,18 +212,22 @@ fn external_gaps(a: &Model, b: &Model, report: &mut StructureReport) -> Result<(
     }
     for ((location, fa, fb), mut holes) in files {
         holes.sort_by_key(|r| r.start);
-        let read = |p: &Path| std::fs::read(p).map_err(|e| crate::Error::io("cannot read", p, e));
-        let (da, db) = (read(&fa)?, read(&fb)?);
-        if da.len() != db.len() {
+        let open = |p: &Path| {
+            let f = std::fs::File::open(p).map_err(|e| crate::Error::io("cannot open", p, e))?;
+            let len = f
+                .metadata()
+                .map_err(|e| crate::Error::io("cannot stat", p, e))?
+                .len();
+            Ok::<_, crate::Error>((f, len))
+        };
+        let ((ha, la), (hb, lb)) = (open(&fa)?, open(&fb)?);
+        if la != lb {
             report.differences.push(Difference {
                 tensor: None,
-                detail: format!(
-                    "external file `{location}` has {} bytes, the original's {}",
-                    db.len(),
-                    da.len()
-                ),
+                detail: format!("external file `{location}` has {lb} bytes, the original's {la}"),
             });
-        } else if let Some(off) = first_gap_difference(&da, &db, &holes) {
+        } else if let Some(off) = first_gap_difference_in_files(&ha, &hb, la as usize, &holes, &fa)?
+        {
             report.differences.push(Difference {
                 tensor: None,
                 detail: format!(
@@ -233,6 +237,37 @@ fn external_gaps(a: &Model, b: &Model, report: &mut StructureReport) -> Result<(
         }
     }
     Ok(())
+}
+
+/// [`first_gap_difference`] on two files of `len` bytes, read a chunk at a
+/// time: data files can be far larger than memory.
+fn first_gap_difference_in_files(
+    a: &std::fs::File,
+    b: &std::fs::File,
+    len: usize,
+    holes: &[Range<usize>],
+    path: &Path,
+) -> Result<Option<usize>> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 1 << 20;
+    let (mut x, mut y) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let mut pos = 0;
+    for hole in holes.iter().chain(std::iter::once(&(len..len))) {
+        let mut at = pos;
+        while at < hole.start.min(len) {
+            let n = CHUNK.min(hole.start.min(len) - at);
+            a.read_exact_at(&mut x[..n], at as u64)
+                .map_err(|e| crate::Error::io("cannot read", path, e))?;
+            b.read_exact_at(&mut y[..n], at as u64)
+                .map_err(|e| crate::Error::io("cannot read", path, e))?;
+            if let Some(k) = x[..n].iter().zip(&y[..n]).position(|(p, q)| p != q) {
+                return Ok(Some(at + k));
+            }
+            at += n;
+        }
+        pos = pos.max(hole.end);
+    }
+    Ok(None)
 }
 
 fn compare_by_name(a: &Model, b: &Model, report: &mut StructureReport) -> Result<()> {
