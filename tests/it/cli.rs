@@ -297,3 +297,81 @@ fn train_graph_writes_a_loadable_model() {
     let o = pa(&["train-graph", s(&input), s(&input)]);
     assert_eq!(o.status.code(), Some(2), "overwrote its input");
 }
+
+/// Issue 4's acceptance: every committed model, rewired, verifies on tract
+/// and ONNX Runtime CPU (each backend passes, or is skipped with a reason
+/// when it cannot load that model or is not installed).
+#[test]
+fn every_committed_model_rewired_verifies_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ort_compared = 0;
+    for (i, m) in crate::roundtrip::committed_models().iter().enumerate() {
+        let out = dir.path().join(format!("{i}.onnx"));
+        let o = pa(&["rewire", s(m), s(&out), "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}: {}", m.display(), stderr(&o));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        // A model whose weights all have one row or column, or that has
+        // none pa-onnx rewires (Einsum), runs unchanged.
+        let changed = report["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["rows"].as_u64() > Some(1) && t["cols"].as_u64() > Some(1));
+        let mut args = vec![
+            "verify",
+            s(m),
+            s(&out),
+            "--backends",
+            "tract,ort-cpu",
+            "--json",
+        ];
+        if !changed {
+            args.push("--allow-unchanged");
+        }
+        let o = pa(&args);
+        assert_eq!(o.status.code(), Some(0), "{}: {}", m.display(), stdout(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for b in v["inference"]["backends"].as_array().unwrap() {
+            match b["status"].as_str().unwrap() {
+                "skipped" => eprintln!(
+                    "SKIPPED {} on {}: {}",
+                    m.display(),
+                    b["backend"],
+                    b["reason"]
+                ),
+                "passed" if b["backend"] == "ort-cpu" && v["inference"]["reference"] == "tract" => {
+                    // The cross-backend error is reported per output.
+                    assert!(b["outputs"][0]["max_abs_err"].is_number(), "{b}");
+                    ort_compared += 1;
+                }
+                status => assert_eq!(status, "passed", "{b}"),
+            }
+        }
+    }
+    eprintln!("tract and ONNX Runtime compared on {ort_compared} rewired models");
+}
+
+#[test]
+fn absent_onnx_runtime_is_skipped_and_fails_when_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_temp(dir.path(), "mlp.onnx", &mlp(16, 12, 4));
+    let out = dir.path().join("out.onnx");
+    assert_eq!(pa(&["rewire", s(&m), s(&out)]).status.code(), Some(0));
+    let bogus = dir.path().join("no-such-libonnxruntime.so");
+    let args = [
+        "verify",
+        s(&m),
+        s(&out),
+        "--backends",
+        "tract,ort-cpu",
+        "--ort-lib",
+        s(&bogus),
+    ];
+    let o = pa(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("skipped"), "{}", stdout(&o));
+    let mut required = args.to_vec();
+    required.extend(["--require", "ort-cpu"]);
+    let o = pa(&required);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+}

@@ -326,3 +326,17 @@ fn torchvision_resnet18_has_twenty_conv_and_one_gemm_weight() {
     let first = p.weights.iter().find(|w| w.shape == [64, 3, 7, 7]).unwrap();
     assert_eq!((first.rows, first.cols), (64, 147));
 }
+
+/// The synthetic ResNet-18 reproduces the TorchScript export's layout (BN
+/// folded into Conv), so the 21-weight check runs everywhere, not only
+/// where the real export was generated.
+#[test]
+fn synthetic_resnet18_has_twenty_conv_and_one_gemm_weight() {
+    let p = plan_of(pa_onnx::synth::resnet18());
+    let conv = p.weights.iter().filter(|w| w.op == "Conv").count();
+    assert_eq!((p.weights.len(), conv), (21, 20));
+    let fc = p.weights.iter().find(|w| w.op == "Gemm").unwrap();
+    assert_eq!((fc.rows, fc.cols, fc.transposed), (1000, 512, false));
+    let total: u64 = p.weights.iter().map(|w| w.rows * w.cols).sum();
+    assert_eq!(total, 11_678_912);
+}

@@ -7,5 +7,5 @@ mod exporters;
 mod fixtures;
 mod hostile;
 mod locate;
-mod roundtrip;
+pub mod roundtrip;
 mod train;
