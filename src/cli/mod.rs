@@ -77,18 +77,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Whether two paths name the same existing file.
-pub fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
-    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
-}
-
 /// Writes a small file through a temporary file and a rename.
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> pa_onnx::Result<()> {
     use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
+    let dir = pa_onnx::onnx::patch::parent_dir(path);
     let io = |action: &'static str, p: &std::path::Path, e| pa_onnx::Error::Io {
         action,
         path: p.into(),

@@ -41,7 +41,7 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         path: args.model.clone(),
         source: e,
     })?;
-    if !args.force && super::same_path(&args.model, &args.output) {
+    if !args.force && pa_onnx::onnx::patch::same_file(&args.model, &args.output) {
         return Err(Error::WouldOverwrite { path: args.output });
     }
     let opts = TrainGraphOptions {

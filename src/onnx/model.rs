@@ -287,17 +287,11 @@ impl Model {
                     .map_err(|e| Error::io("cannot map", path, e))?,
             )
         };
-        let dir = path
-            .parent()
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            })
-            .unwrap_or(Path::new("."));
-        Model::parse(bytes, Some(path.to_path_buf()), dir)
+        Model::parse(
+            bytes,
+            Some(path.to_path_buf()),
+            super::patch::parent_dir(path),
+        )
     }
 
     /// Parses model bytes held in memory; `dir` is where external data lives.

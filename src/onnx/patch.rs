@@ -41,14 +41,16 @@ pub struct WriteOptions {
     pub sync: bool,
 }
 
-fn parent_dir(p: &Path) -> &Path {
+/// The folder a file lives in ("." for a bare file name).
+pub fn parent_dir(p: &Path) -> &Path {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     }
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
+/// Whether two paths name the same existing file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
         _ => false,

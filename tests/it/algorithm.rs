@@ -158,46 +158,14 @@ fn transposed_views_address_storage_correctly() {
 #[test]
 fn same_seed_same_result_other_seed_other_result() {
     let vals: Vec<f64> = kaiming(64 * 32, 32, 2).into_iter().map(f64::from).collect();
-    let a = rewire::rewire_values(
-        &vals,
-        &[64, 32],
-        &[0, 1],
-        "w",
-        &Options {
-            seed: 1,
+    let run = |seed: u64, key: &str| {
+        let opts = Options {
+            seed,
             ..Default::default()
-        },
-    );
-    let b = rewire::rewire_values(
-        &vals,
-        &[64, 32],
-        &[0, 1],
-        "w",
-        &Options {
-            seed: 1,
-            ..Default::default()
-        },
-    );
-    let c = rewire::rewire_values(
-        &vals,
-        &[64, 32],
-        &[0, 1],
-        "w",
-        &Options {
-            seed: 2,
-            ..Default::default()
-        },
-    );
-    let d = rewire::rewire_values(
-        &vals,
-        &[64, 32],
-        &[0, 1],
-        "other",
-        &Options {
-            seed: 1,
-            ..Default::default()
-        },
-    );
+        };
+        rewire::rewire_values(&vals, &[64, 32], &[0, 1], key, &opts)
+    };
+    let (a, b, c, d) = (run(1, "w"), run(1, "w"), run(2, "w"), run(1, "other"));
     assert_eq!(a.perm, b.perm);
     assert_ne!(a.perm, c.perm);
     assert_ne!(a.perm, d.perm);
