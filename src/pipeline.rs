@@ -12,10 +12,14 @@ use crate::onnx::payload;
 use crate::onnx::Model;
 use crate::plan::{self, Plan, Selection, Weight};
 use crate::report::{self, FileInfo, RewireReport, TensorReport, Totals};
-use crate::rewire::{self, Options};
+use crate::rewire::{self, Keys, Options, ViewIndices};
 
 /// Called with the name of each tensor once it is rewired.
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Work space that the tensors being rewired at the same time may use
+/// together, unless told otherwise: 1 GiB.
+pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
 
 /// Everything `rewire` can be told.
 #[derive(Clone, Default)]
@@ -26,19 +30,85 @@ pub struct RewireOptions {
     /// Compute SHA-256 of input and output for the report.
     pub hashes: bool,
     pub progress: Option<Progress>,
+    /// Bytes of work space the tensors in flight may use together (None:
+    /// [`DEFAULT_MAX_MEMORY`]). One tensor always runs, whatever its size.
+    pub max_memory: Option<u64>,
+}
+
+/// About the most memory rewiring `w` holds at once: its keys and the other
+/// side of each pass (4 + 4 bytes an element), and its payload (read for
+/// external data, written for the output). f64 values f32 cannot hold
+/// need a rank table on top.
+pub fn workspace_bytes(model: &Model, w: &Weight) -> u64 {
+    let t = &model.tensors[w.tensor];
+    let width = t.dtype.byte_width().unwrap_or(8) as u64;
+    let per = if width == 8 { 48 } else { 8 + width };
+    t.numel.saturating_mul(per)
+}
+
+/// Groups the weights (largest first) into batches whose work space fits
+/// `budget` together; each batch runs in parallel, batches one after the
+/// other. A weight larger than the budget gets a batch of its own.
+fn batches(model: &Model, plan: &Plan, budget: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..plan.weights.len()).collect();
+    // Largest first, so that the last tensor of a batch is a small one.
+    order.sort_by_key(|&i| std::cmp::Reverse(plan.weights[i].rows * plan.weights[i].cols));
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut used = 0u64;
+    for i in order {
+        let cost = workspace_bytes(model, &plan.weights[i]);
+        match out.last_mut() {
+            Some(b) if used.saturating_add(cost) <= budget => {
+                b.push(i);
+                used += cost;
+            }
+            _ => {
+                out.push(vec![i]);
+                used = cost;
+            }
+        }
+    }
+    out
 }
 
 /// Rewires one located weight of `model`: returns its new payload (same
 /// length, a bitwise permutation of the old one) and its report line.
 pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Vec<u8>, TensorReport)> {
     let t = &model.tensors[w.tensor];
+    let scalar = payload::scalar(t)?;
     let bytes = model.payload(t)?;
-    let values = payload::decode_f64(t, &bytes)?;
-    let enc = payload::encoding(t)
-        .ok_or_else(|| Error::tensor(&t.name, "elements are not addressable"))?;
-    let outcome = rewire::rewire_values(&values, &t.dims, &w.axes, &w.key, opts);
-    let mut out = Vec::new();
-    payload::permute(enc, &bytes, &outcome.perm, &mut out);
+    let elems = payload::elements(t, &bytes)?;
+    let view = ViewIndices::new(&t.dims, &w.axes);
+    let mut keys = Keys::encode(scalar, view.clone().map(|s| elems.get(s)));
+    if !keys.finite() {
+        return Err(Error::tensor(&t.name, "contains NaN or infinite values"));
+    }
+    let decoded = match elems {
+        payload::Elements::Fixed { .. } => None,
+        payload::Elements::Decoded(v) => Some(v.len()),
+    };
+    // The payload can be as large as the tensor (external data is read
+    // into memory): it is not needed again, the keys give back every bit.
+    drop(bytes);
+    let (before, after) =
+        rewire::rewire_keys(&mut keys, w.rows as usize, w.cols as usize, &w.key, opts);
+    let mut dst = view;
+    let out = match decoded {
+        None => {
+            let width = t.dtype.byte_width().unwrap_or(1);
+            let mut out = vec![0u8; keys.keys.len() * width];
+            keys.for_each_bits(|_, b| {
+                let s = dst.next().unwrap_or(0) * width;
+                out[s..s + width].copy_from_slice(&b.to_le_bytes()[..width]);
+            });
+            out
+        }
+        Some(n) => {
+            let mut vals = vec![0u64; n];
+            keys.for_each_bits(|_, b| vals[dst.next().unwrap_or(0)] = b);
+            payload::varint_payload(&vals)
+        }
+    };
     Ok((
         out,
         TensorReport {
@@ -49,8 +119,8 @@ pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Vec<u
             rows: w.rows,
             cols: w.cols,
             transposed: w.transposed,
-            before: outcome.before,
-            after: outcome.after,
+            before,
+            after,
         },
     ))
 }
@@ -84,7 +154,7 @@ pub fn rewire_model(
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let mut tensors: Vec<TensorReport> = Vec::new();
+    let tensors: Vec<TensorReport>;
     let mut output_info = None;
     let input_hash = || {
         if opts.hashes {
@@ -94,26 +164,29 @@ pub fn rewire_model(
         }
     };
     let input_sha;
+    let budget = opts.max_memory.unwrap_or(DEFAULT_MAX_MEMORY);
     if let Some(out) = output {
         let indices: Vec<usize> = plan.weights.iter().map(|w| w.tensor).collect();
         let staged = Output::create(model, out, &indices, opts.write)?;
-        // Largest first, so the last tensor to finish is a small one.
-        let mut order: Vec<usize> = (0..plan.weights.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(plan.weights[i].rows * plan.weights[i].cols));
         let (results, sha) = rayon::join(
             || {
-                order
-                    .par_iter()
-                    .map(|&i| {
-                        let w = &plan.weights[i];
-                        let (bytes, rep) = rewire_tensor(model, w, &opts.rewire)?;
-                        staged.write(model, w.tensor, &bytes)?;
-                        if let Some(p) = &opts.progress {
-                            p(&w.name);
-                        }
-                        Ok((i, rep))
-                    })
-                    .collect::<Result<Vec<_>>>()
+                let mut done = Vec::new();
+                for batch in batches(model, plan, budget) {
+                    let part = batch
+                        .par_iter()
+                        .map(|&i| {
+                            let w = &plan.weights[i];
+                            let (bytes, rep) = rewire_tensor(model, w, &opts.rewire)?;
+                            staged.write(model, w.tensor, &bytes)?;
+                            if let Some(p) = &opts.progress {
+                                p(&w.name);
+                            }
+                            Ok((i, rep))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    done.extend(part);
+                }
+                Ok::<_, Error>(done)
             },
             input_hash,
         );
@@ -133,14 +206,16 @@ pub fn rewire_model(
     } else {
         input_sha = input_hash();
         // A dry run still computes what rewiring would achieve.
-        let results: Vec<Result<TensorReport>> = plan
-            .weights
-            .par_iter()
-            .map(|w| rewire_tensor(model, w, &opts.rewire).map(|(_, r)| r))
-            .collect();
-        for r in results {
-            tensors.push(r?);
+        let mut results = Vec::new();
+        for batch in batches(model, plan, budget) {
+            let part = batch
+                .par_iter()
+                .map(|&i| rewire_tensor(model, &plan.weights[i], &opts.rewire).map(|(_, r)| (i, r)))
+                .collect::<Result<Vec<_>>>()?;
+            results.extend(part);
         }
+        results.sort_by_key(|(i, _)| *i);
+        tensors = results.into_iter().map(|(_, r)| r).collect();
     }
     Ok(RewireReport {
         pa_onnx_version: env!("CARGO_PKG_VERSION").to_string(),

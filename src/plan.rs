@@ -615,10 +615,7 @@ pub fn locate(model: &Model) -> Result<Plan> {
             continue;
         }
         let bytes = model.payload(t)?;
-        if !payload::decode_f64(t, &bytes)?
-            .iter()
-            .all(|v| v.is_finite())
-        {
+        if !payload::all_finite(t, &bytes)? {
             plan.skipped.push(skip(
                 SkipKind::NonFinite,
                 "contains NaN or infinite values".into(),

@@ -61,11 +61,46 @@ pub struct Args {
     /// Flush the output to disk before renaming it into place.
     #[arg(long)]
     fsync: bool,
+    /// Work space the tensors rewired at the same time may use together,
+    /// in bytes or with a K, M or G suffix (powers of 1024). Large tensors
+    /// then run one after another; one always runs, whatever its size.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    max_memory: u64,
     /// After writing, run `verify` with these backends (tract, ort-cpu, ort-cuda).
     #[arg(long, value_delimiter = ',', value_name = "BACKENDS")]
     verify: Vec<String>,
     #[command(flatten)]
     inference: super::verify::InferenceArgs,
+}
+
+/// `1024`, `512K`, `64M`, `2G` (powers of 1024; a trailing `B` or `iB` is
+/// allowed).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size unit `{c}` (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 512M, 2G)"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
@@ -109,6 +144,7 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
             sync: args.fsync,
         },
         hashes: args.json || args.report.is_some(),
+        max_memory: Some(args.max_memory),
         progress: bar.clone().map(|b| {
             Arc::new(move |name: &str| {
                 b.set_message(name.to_string());
@@ -230,4 +266,22 @@ fn summary(r: &RewireReport) -> String {
         r.totals.variance_before, r.totals.variance_after, r.totals.reduction_percent
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
 }

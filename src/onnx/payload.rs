@@ -6,6 +6,7 @@ use super::dtype::{DataType, PackedField};
 use super::model::{Storage, Tensor};
 use super::wire::{read_varint, write_varint};
 use crate::error::{Error, Result};
+use crate::rewire::Scalar;
 
 /// How one element is laid out in a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,52 +109,115 @@ fn varint_values(bytes: &[u8]) -> Vec<u64> {
     out
 }
 
-/// Decodes a float tensor's values as f64 (exact for every supported type).
-pub fn decode_f64(t: &Tensor, bytes: &[u8]) -> Result<Vec<f64>> {
-    let enc = encoding(t).ok_or_else(|| Error::tensor(&t.name, "elements are not addressable"))?;
-    let values: Vec<f64> = match (t.dtype, enc) {
-        (DataType::FLOAT, Encoding::Fixed(4)) => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        (DataType::DOUBLE, Encoding::Fixed(8)) => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        (DataType::FLOAT16, Encoding::Fixed(2)) => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())
-            .collect(),
-        (DataType::BFLOAT16, Encoding::Fixed(2)) => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())
-            .collect(),
-        (DataType::FLOAT16, Encoding::Varint) => varint_values(bytes)
-            .into_iter()
-            .map(|v| half::f16::from_bits(v as u16).to_f64())
-            .collect(),
-        (DataType::BFLOAT16, Encoding::Varint) => varint_values(bytes)
-            .into_iter()
-            .map(|v| half::bf16::from_bits(v as u16).to_f64())
-            .collect(),
-        (dtype, _) => {
+/// The element type of a float tensor, for the rewiring math.
+pub fn scalar(t: &Tensor) -> Result<Scalar> {
+    Ok(match t.dtype {
+        DataType::FLOAT => Scalar::F32,
+        DataType::DOUBLE => Scalar::F64,
+        DataType::FLOAT16 => Scalar::F16,
+        DataType::BFLOAT16 => Scalar::Bf16,
+        dtype => {
             return Err(Error::tensor(
                 &t.name,
                 format!("{dtype} values cannot be rewired"),
             ))
         }
+    })
+}
+
+/// A float payload's elements as bit patterns, by storage index.
+pub enum Elements<'a> {
+    Fixed { bytes: &'a [u8], width: usize },
+    Decoded(Vec<u64>),
+}
+
+impl Elements<'_> {
+    /// The bit pattern of element `i` (in the low bits).
+    #[inline]
+    pub fn get(&self, i: usize) -> u64 {
+        match self {
+            Elements::Fixed { bytes, width } => {
+                let mut word = [0u8; 8];
+                word[..*width].copy_from_slice(&bytes[i * width..(i + 1) * width]);
+                u64::from_le_bytes(word)
+            }
+            Elements::Decoded(v) => v[i],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Elements::Fixed { bytes, width } => bytes.len() / width,
+            Elements::Decoded(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The elements of a float tensor's payload, checked against its dims.
+pub fn elements<'a>(t: &Tensor, bytes: &'a [u8]) -> Result<Elements<'a>> {
+    let enc = encoding(t).ok_or_else(|| Error::tensor(&t.name, "elements are not addressable"))?;
+    let width = match scalar(t)? {
+        Scalar::F32 => 4,
+        Scalar::F64 => 8,
+        Scalar::F16 | Scalar::Bf16 => 2,
     };
-    if values.len() as u64 != t.numel {
+    let e = match enc {
+        Encoding::Fixed(w) if w == width && bytes.len() % w == 0 => {
+            Elements::Fixed { bytes, width }
+        }
+        Encoding::Varint => Elements::Decoded(varint_values(bytes)),
+        Encoding::Fixed(_) => {
+            return Err(Error::tensor(
+                &t.name,
+                format!("{} bytes do not hold whole {} values", bytes.len(), t.dtype),
+            ))
+        }
+    };
+    if e.len() as u64 != t.numel {
         return Err(Error::tensor(
             &t.name,
-            format!(
-                "payload holds {} values, dims say {}",
-                values.len(),
-                t.numel
-            ),
+            format!("payload holds {} values, dims say {}", e.len(), t.numel),
         ));
     }
-    Ok(values)
+    Ok(e)
+}
+
+/// The value of an element's bits as f64 (exact for every float type).
+pub fn bits_to_f64(scalar: Scalar, b: u64) -> f64 {
+    match scalar {
+        Scalar::F32 => f32::from_bits(b as u32) as f64,
+        Scalar::F64 => f64::from_bits(b),
+        Scalar::F16 => half::f16::from_bits(b as u16).to_f64(),
+        Scalar::Bf16 => half::bf16::from_bits(b as u16).to_f64(),
+    }
+}
+
+/// Decodes a float tensor's values as f64 (exact for every supported type).
+pub fn decode_f64(t: &Tensor, bytes: &[u8]) -> Result<Vec<f64>> {
+    let s = scalar(t)?;
+    let e = elements(t, bytes)?;
+    Ok((0..e.len()).map(|i| bits_to_f64(s, e.get(i))).collect())
+}
+
+/// Whether every value of a float tensor is finite, without decoding the
+/// payload into memory.
+pub fn all_finite(t: &Tensor, bytes: &[u8]) -> Result<bool> {
+    let s = scalar(t)?;
+    let e = elements(t, bytes)?;
+    Ok((0..e.len()).all(|i| bits_to_f64(s, e.get(i)).is_finite()))
+}
+
+/// A varint payload (`int32_data`) holding `values`.
+pub fn varint_payload(values: &[u64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &v in values {
+        write_varint(&mut out, v);
+    }
+    out
 }
 
 /// Writes into `out` the payload whose element `i` is element `perm[i]` of

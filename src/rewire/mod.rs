@@ -1,12 +1,13 @@
 //! Preferential-attachment rewiring of one weight matrix (ALGORITHM.md
-//! sections 2 to 5), as pure functions over values and indices.
+//! sections 2 to 5), as pure functions over values.
 //!
-//! The math never moves bytes of a file. It works on the values of a matrix
-//! view (f64, exact for every supported dtype) together with the storage
-//! index each value came from, and returns a permutation of storage
-//! indices; applying it to the payload moves the original bits, so the
-//! result is a bitwise permutation whatever the dtype. See DESIGN.md for the
-//! sampling trick and the variants.
+//! The math never moves bytes of a file, and it never needs to know where a
+//! value came from: equal keys are equal bit patterns, so a tensor is
+//! rewired as a matrix of `u32` *keys*, one per element, whose integer order
+//! is the order of the values (see [`Keys`]). Keys are half the size of an
+//! f64 and sort as plain integers; mapping them back gives the elements'
+//! original bits, so the result is a bitwise permutation whatever the
+//! dtype. See DESIGN.md for the sampling trick and the variants.
 
 pub mod sort;
 
@@ -15,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use sort::{f32_key, f64_key, sort_packed, Scratch};
+use sort::{f32_key, f32_unkey, f64_key, sort_keys, sort_values, Scratch};
 
 /// Which rule assigns a row's values to columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -81,60 +82,116 @@ pub fn tensor_seed(seed: u64, key: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// For the matrix view that takes storage axis `axes[0]` as rows and the
-/// other axes, in the order given, as columns: the storage index of each
-/// view element, row-major.
-pub fn view_index(dims: &[u64], axes: &[usize]) -> Vec<u32> {
-    let numel: u64 = dims.iter().product();
-    assert!(numel <= u32::MAX as u64, "tensor too large for u32 indices");
-    let identity = axes.iter().enumerate().all(|(i, &a)| i == a);
-    if identity {
-        return (0..numel as u32).collect();
-    }
-    let rank = dims.len();
-    let mut stride = vec![0u64; rank];
-    let mut s = 1;
-    for a in (0..rank).rev() {
-        stride[a] = s;
-        s *= dims[a];
-    }
-    let vdims: Vec<u64> = axes.iter().map(|&a| dims[a]).collect();
-    let vstride: Vec<u64> = axes.iter().map(|&a| stride[a]).collect();
-    let mut out = Vec::with_capacity(numel as usize);
-    let mut counter = vec![0u64; rank];
-    let mut offset = 0u64;
-    for _ in 0..numel {
-        out.push(offset as u32);
-        // Odometer over the view's axes, innermost last.
-        for d in (0..rank).rev() {
-            counter[d] += 1;
-            offset += vstride[d];
-            if counter[d] < vdims[d] {
-                break;
+/// The storage index of each element of a matrix view, row-major: the view
+/// takes storage axis `axes[0]` as rows and the other axes, in the order
+/// given, as columns. An iterator, so that no index array as large as the
+/// tensor is ever needed.
+#[derive(Clone)]
+pub struct ViewIndices {
+    numel: u64,
+    done: u64,
+    /// Per view axis: extent and storage stride. Empty for the identity.
+    axes: Vec<(u64, u64)>,
+    counter: Vec<u64>,
+    offset: u64,
+}
+
+impl ViewIndices {
+    pub fn new(dims: &[u64], axes: &[usize]) -> Self {
+        let numel: u64 = dims.iter().product();
+        assert!(numel <= u32::MAX as u64, "tensor too large for u32 indices");
+        let identity = axes.iter().enumerate().all(|(i, &a)| i == a);
+        let mut view = Vec::new();
+        if !identity {
+            let mut stride = vec![0u64; dims.len()];
+            let mut s = 1;
+            for a in (0..dims.len()).rev() {
+                stride[a] = s;
+                s *= dims[a];
             }
-            offset -= vstride[d] * vdims[d];
-            counter[d] = 0;
+            view = axes.iter().map(|&a| (dims[a], stride[a])).collect();
+        }
+        ViewIndices {
+            numel,
+            done: 0,
+            counter: vec![0; view.len()],
+            axes: view,
+            offset: 0,
         }
     }
-    out
+}
+
+impl Iterator for ViewIndices {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        if self.done == self.numel {
+            return None;
+        }
+        self.done += 1;
+        if self.axes.is_empty() {
+            return Some(self.done as usize - 1);
+        }
+        let here = self.offset;
+        // Odometer over the view's axes, innermost last.
+        for d in (0..self.axes.len()).rev() {
+            let (extent, stride) = self.axes[d];
+            self.counter[d] += 1;
+            self.offset += stride;
+            if self.counter[d] < extent {
+                break;
+            }
+            self.offset -= stride * extent;
+            self.counter[d] = 0;
+        }
+        Some(here as usize)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = (self.numel - self.done) as usize;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for ViewIndices {}
+
+/// [`ViewIndices`] collected.
+pub fn view_index(dims: &[u64], axes: &[usize]) -> Vec<u32> {
+    ViewIndices::new(dims, axes).map(|s| s as u32).collect()
 }
 
 /// Row and column strength standard deviations of a row-major matrix.
 pub fn strength(vals: &[f64], rows: usize, cols: usize) -> Strength {
+    strength_by(vals, rows, cols, |&v| v)
+}
+
+fn strength_by<T>(items: &[T], rows: usize, cols: usize, value: impl Fn(&T) -> f64) -> Strength {
     let mut row = vec![0f64; rows];
     let mut col = vec![0f64; cols];
-    for (i, r) in vals.chunks_exact(cols.max(1)).enumerate().take(rows) {
-        let mut s = 0.0;
-        for (j, &v) in r.iter().enumerate() {
-            s += v;
-            col[j] += v;
+    for (i, r) in items.chunks_exact(cols.max(1)).enumerate().take(rows) {
+        for (c, x) in col.iter_mut().zip(r) {
+            *c += value(x);
         }
-        row[i] = s;
+        row[i] = lane_sum(r, &value);
     }
     Strength {
         row_std: std_dev(&row),
         col_std: std_dev(&col),
     }
+}
+
+/// A sum in eight interleaved partial sums: a single running f64 sum is one
+/// long chain of dependent additions, four times slower than the loads.
+fn lane_sum<T>(xs: &[T], value: impl Fn(&T) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l += value(x);
+        }
+    }
+    chunks.remainder().iter().map(value).sum::<f64>() + lanes.iter().sum::<f64>()
 }
 
 fn std_dev(xs: &[f64]) -> f64 {
@@ -150,103 +207,161 @@ fn variance(xs: &[f64]) -> f64 {
     xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n
 }
 
-/// Whether the matrix's values fit f32 exactly (then an element's sort key
-/// is its f32 bit pattern, and its value can be read back from the key).
-fn fits_f32(vals: &[f64]) -> bool {
-    vals.iter().all(|&v| (v as f32) as f64 == v || v.is_nan())
+/// The element types rewiring supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalar {
+    F32,
+    F16,
+    Bf16,
+    F64,
 }
 
-// The passes work on elements, not values: an element is one `u64`,
-//
-//     key << 32 | slot
-//
-// where `slot` says where the element came from (a storage index) and `key`
-// is a u32 whose order is the order of the element's value: the
-// order-preserving bit pattern of the value as f32 when every value of the
-// tensor fits f32 (the common case), otherwise the value's rank among all
-// values of the tensor. Sorting a row's elements as plain integers thus
-// sorts its values ascending, ties broken by slot, with no separate index
-// array; moving an element moves its value and its origin together.
+/// A tensor's values as order keys, and the way back to each element's
+/// bits.
+///
+/// Nearly always a key is the order-preserving bit pattern of the value as
+/// f32 ([`sort::f32_key`]): f16, bf16 and f32 values all fit, and so do the
+/// f64 values of a tensor that was initialised in f32. The key then *is*
+/// the value, and the element's bits come back exactly from it. Otherwise
+/// (an f64 tensor with values f32 cannot hold, or bits that do not survive
+/// the round trip, such as NaN payloads) a key is the value's rank among
+/// all the tensor's values, with the values and bits kept in a table.
+pub struct Keys {
+    /// One key per element, in the order the elements were given.
+    pub keys: Vec<u32>,
+    scalar: Scalar,
+    /// Values and bit patterns by rank, for rank keys.
+    table: Option<(Vec<f64>, Vec<u64>)>,
+    finite: bool,
+}
 
-/// How to read an element's value back.
+impl Keys {
+    /// Keys of elements given as bit patterns (the low 16, 32 or 64 bits
+    /// of each word, by `scalar`).
+    pub fn encode<I>(scalar: Scalar, bits: I) -> Keys
+    where
+        I: Iterator<Item = u64> + Clone,
+    {
+        let mut keys = Vec::with_capacity(bits.size_hint().0);
+        let mut exact = true;
+        let mut finite = true;
+        let mut narrow = |to_f32: fn(u64) -> f32, from_f32: fn(f32) -> u64| {
+            for b in bits.clone() {
+                let v = to_f32(b);
+                finite &= v.is_finite();
+                exact &= from_f32(v) == b;
+                keys.push(f32_key(v));
+            }
+        };
+        match scalar {
+            Scalar::F32 => narrow(|b| f32::from_bits(b as u32), |v| v.to_bits() as u64),
+            Scalar::F16 => narrow(
+                |b| half::f16::from_bits(b as u16).to_f32(),
+                |v| half::f16::from_f32(v).to_bits() as u64,
+            ),
+            Scalar::Bf16 => narrow(
+                |b| half::bf16::from_bits(b as u16).to_f32(),
+                |v| half::bf16::from_f32(v).to_bits() as u64,
+            ),
+            Scalar::F64 => narrow(|b| f64::from_bits(b) as f32, |v| (v as f64).to_bits()),
+        }
+        if exact {
+            return Keys {
+                keys,
+                scalar,
+                table: None,
+                finite,
+            };
+        }
+        let value = |b: u64| match scalar {
+            Scalar::F32 => f32::from_bits(b as u32) as f64,
+            Scalar::F16 => half::f16::from_bits(b as u16).to_f64(),
+            Scalar::Bf16 => half::bf16::from_bits(b as u16).to_f64(),
+            Scalar::F64 => f64::from_bits(b),
+        };
+        let mut by_value: Vec<(u64, u64, u32)> = bits
+            .enumerate()
+            .map(|(i, b)| (f64_key(value(b)), b, i as u32))
+            .collect();
+        by_value.sort_unstable();
+        let mut vals = Vec::with_capacity(by_value.len());
+        let mut raw = Vec::with_capacity(by_value.len());
+        for (rank, &(_, b, i)) in by_value.iter().enumerate() {
+            keys[i as usize] = rank as u32;
+            vals.push(value(b));
+            raw.push(b);
+        }
+        Keys {
+            keys,
+            scalar,
+            table: Some((vals, raw)),
+            finite,
+        }
+    }
+
+    /// Whether every value is finite (rewiring NaN or infinity is
+    /// meaningless: the strengths would be NaN).
+    pub fn finite(&self) -> bool {
+        self.finite
+    }
+
+    fn values(&self) -> Values<'_> {
+        match &self.table {
+            None => Values::Narrow,
+            Some((vals, _)) => Values::Wide(vals),
+        }
+    }
+
+    /// Calls `f(i, bits)` for each key in order: the bit pattern of the
+    /// element it stands for.
+    pub fn for_each_bits(&self, mut f: impl FnMut(usize, u64)) {
+        fn each(keys: &[u32], g: impl Fn(u32) -> u64, f: &mut impl FnMut(usize, u64)) {
+            for (i, &k) in keys.iter().enumerate() {
+                f(i, g(k));
+            }
+        }
+        if let Some((_, raw)) = &self.table {
+            return each(&self.keys, |k| raw[k as usize], &mut f);
+        }
+        match self.scalar {
+            Scalar::F32 => each(&self.keys, |k| f32_unkey(k).to_bits() as u64, &mut f),
+            Scalar::F16 => each(
+                &self.keys,
+                |k| half::f16::from_f32(f32_unkey(k)).to_bits() as u64,
+                &mut f,
+            ),
+            Scalar::Bf16 => each(
+                &self.keys,
+                |k| half::bf16::from_f32(f32_unkey(k)).to_bits() as u64,
+                &mut f,
+            ),
+            Scalar::F64 => each(&self.keys, |k| (f32_unkey(k) as f64).to_bits(), &mut f),
+        }
+    }
+
+    /// Row and column strengths of the keys as a row-major matrix.
+    pub fn strength(&self, rows: usize, cols: usize) -> Strength {
+        let v = self.values();
+        strength_by(&self.keys, rows, cols, |&k| v.get(k))
+    }
+}
+
+/// How to read a key back as a number.
 #[derive(Clone, Copy)]
 enum Values<'a> {
-    /// The key is the f32 bit pattern.
+    /// The key is the f32 order key of the value.
     Narrow,
-    /// The key is a rank; the value is `vals[slot]`.
+    /// The key is a rank into these values.
     Wide(&'a [f64]),
 }
 
 impl Values<'_> {
-    /// Encodes the values (indexed by slot) as elements, in the order
-    /// given by `slots`.
-    fn elements(vals: &[f64], slots: impl Iterator<Item = u32>) -> (Values<'_>, Vec<u64>) {
-        if fits_f32(vals) {
-            let e = slots
-                .map(|s| ((f32_key(vals[s as usize] as f32) as u64) << 32) | s as u64)
-                .collect();
-            (Values::Narrow, e)
-        } else {
-            let mut by_value: Vec<(u64, u32)> = (0..vals.len() as u32)
-                .map(|s| (f64_key(vals[s as usize]), s))
-                .collect();
-            by_value.sort_unstable();
-            let mut rank = vec![0u32; vals.len()];
-            for (r, &(_, s)) in by_value.iter().enumerate() {
-                rank[s as usize] = r as u32;
-            }
-            let e = slots
-                .map(|s| ((rank[s as usize] as u64) << 32) | s as u64)
-                .collect();
-            (Values::Wide(vals), e)
-        }
-    }
-
     #[inline]
-    fn get(self, e: u64) -> f64 {
+    fn get(self, k: u32) -> f64 {
         match self {
-            Values::Narrow => sort::f32_unkey((e >> 32) as u32) as f64,
-            Values::Wide(v) => v[e as u32 as usize],
+            Values::Narrow => f32_unkey(k) as f64,
+            Values::Wide(v) => v[k as usize],
         }
-    }
-
-    /// acc[j] += value(row[j]), returning min(acc) afterwards.
-    fn accumulate(self, acc: &mut [f64], row: &[u64]) -> f64 {
-        let mut min = f64::INFINITY;
-        match self {
-            Values::Narrow => {
-                for (a, &e) in acc.iter_mut().zip(row) {
-                    *a += sort::f32_unkey((e >> 32) as u32) as f64;
-                    min = if *a < min { *a } else { min };
-                }
-            }
-            Values::Wide(_) => {
-                for (a, &e) in acc.iter_mut().zip(row) {
-                    *a += self.get(e);
-                    min = if *a < min { *a } else { min };
-                }
-            }
-        }
-        min
-    }
-}
-
-/// Strength of a row-major matrix of elements.
-fn strength_of(elems: &[u64], rows: usize, cols: usize, values: Values) -> Strength {
-    let mut row = vec![0f64; rows];
-    let mut col = vec![0f64; cols];
-    for (i, r) in elems.chunks_exact(cols.max(1)).enumerate().take(rows) {
-        let mut s = 0.0;
-        for (c, &e) in col.iter_mut().zip(r) {
-            let v = values.get(e);
-            s += v;
-            *c += v;
-        }
-        row[i] = s;
-    }
-    Strength {
-        row_std: std_dev(&row),
-        col_std: std_dev(&col),
     }
 }
 
@@ -295,13 +410,14 @@ fn draw_row(seed: &[u8; 32], pass_no: u64, k: usize, bits: &mut Vec<u32>, out: &
 pub struct Workspace {
     acc: Vec<f64>,
     order: Vec<u64>,
-    /// Elements: the matrix, and the other side of each pass / transpose.
-    a: Vec<u64>,
-    b: Vec<u64>,
-    /// Exp(1) draws of the chunk being consumed and of the one prepared.
+    /// The other side of each pass and transpose.
+    b: Vec<u32>,
+    /// The Exp(1) draws of the chunk being consumed and of the one
+    /// prepared.
     exps: [Vec<f64>; 2],
     bits: Vec<u32>,
-    scratch: [Scratch; 2],
+    values: Scratch<u32>,
+    keys: Scratch<u64>,
 }
 
 /// Rows are processed in chunks of about this many elements: while one
@@ -309,17 +425,17 @@ pub struct Workspace {
 const CHUNK: usize = 1 << 14;
 
 /// Work of a pass that does not depend on the accumulated strength: sort
-/// each row's elements ascending (in place) and draw its Exp(1) numbers.
-/// `first` is the index of the chunk's first row.
+/// each row's keys ascending (in place) and draw its Exp(1)
+/// numbers. `first` is the index of the chunk's first row.
 #[allow(clippy::too_many_arguments)]
 fn prepare(
-    rows: &mut [u64],
+    rows: &mut [u32],
     first: usize,
     cols: usize,
     draws: Option<(&[u8; 32], u64)>,
     exps: &mut Vec<f64>,
     bits: &mut Vec<u32>,
-    scratch: &mut Scratch,
+    scratch: &mut Scratch<u32>,
 ) {
     exps.clear();
     exps.resize(rows.len(), 0.0);
@@ -333,52 +449,73 @@ fn prepare(
             // Row 0 is never changed, so it is neither sorted nor drawn.
             continue;
         }
-        sort_packed(row, scratch);
+        sort_values(row, scratch);
         if let Some((seed, pass_no)) = draws {
             draw_row(seed, pass_no, k, bits, e);
         }
     }
 }
 
+/// min(acc), in eight lanes so that it vectorises.
+fn min_of(acc: &[f64]) -> f64 {
+    let mut lanes = [f64::INFINITY; 8];
+    let mut chunks = acc.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &a) in lanes.iter_mut().zip(c) {
+            *l = if a < *l { a } else { *l };
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .chain(lanes.iter())
+        .fold(f64::INFINITY, |m, &a| if a < m { a } else { m })
+}
+
 /// The sequential part of a pass over rows `first..` given in `sorted`
 /// (prepared): column order from the accumulated strength, then row k of
-/// `out` gets its ascending elements in that order. `out` holds the whole
-/// result, rows before `first` already final.
+/// `out` gets its ascending keys in that order. `out` holds the whole
+/// result, rows before `first` already final; `acc` holds the column sums
+/// of those rows.
 #[allow(clippy::too_many_arguments)]
 fn consume(
-    sorted: &[u64],
+    sorted: &[u32],
     first: usize,
+    rows: usize,
     cols: usize,
     method: Method,
     exps: &[f64],
     values: Values,
-    out: &mut [u64],
+    out: &mut [u32],
     acc: &mut [f64],
     order: &mut Vec<u64>,
-    scratch: &mut Scratch,
+    scratch: &mut Scratch<u64>,
 ) {
     for (i, srow) in sorted.chunks_exact(cols).enumerate() {
         let k = first + i;
+        let dst = &mut out[k * cols..(k + 1) * cols];
         if k == 0 {
-            out[..cols].copy_from_slice(srow);
+            dst.copy_from_slice(srow);
+            for (a, &x) in acc.iter_mut().zip(srow) {
+                *a += values.get(x);
+            }
             continue;
         }
-        let (done, rest) = out.split_at_mut(k * cols);
-        let min = values.accumulate(acc, &done[(k - 1) * cols..]);
         order.clear();
         match method {
             Method::Pa => {
                 // p_j = acc_j + |min(acc)| + 1 >= 1. Efraimidis-Spirakis:
                 // ascending E_j / p_j, E_j ~ Exp(1), is weighted sampling
-                // without replacement. Keys are positive, so their f32
-                // order key is the bit pattern with the sign bit set.
-                let shift = min.abs() + 1.0;
+                // without replacement. Keys are positive, so their f32 bit
+                // patterns order like their values.
+                let shift = min_of(acc).abs() + 1.0;
                 let e = &exps[i * cols..(i + 1) * cols];
-                order.extend(acc.iter().zip(e).enumerate().map(|(j, (&a, &e))| {
+                order.resize(cols, 0);
+                for (j, ((o, &a), &e)) in order.iter_mut().zip(acc.iter()).zip(e).enumerate() {
                     let key = (e / (a + shift)) as f32;
-                    ((f32_key(key) as u64) << 32) | j as u64
-                }));
-                sort_packed(order, scratch);
+                    *o = ((key.to_bits() as u64) << 32) | j as u64;
+                }
+                sort_keys(order, scratch);
             }
             Method::Deterministic => {
                 // Strongest column first, so that ascending values give the
@@ -392,22 +529,29 @@ fn consume(
                 order.extend(keyed.into_iter().map(|(_, j)| j as u64));
             }
         }
-        // The m-th smallest element goes to the m-th drawn column.
-        let dst = &mut rest[..cols];
-        for (&j, &e) in order.iter().zip(srow) {
+        // The m-th smallest key goes to the m-th drawn column, whose
+        // strength grows by it for the next row.
+        let last = k + 1 == rows;
+        for (&j, &x) in order.iter().zip(srow) {
+            let j = j as u32 as usize;
             // SAFETY: the low half of every word of `order` is a distinct
-            // column index below cols = dst.len().
-            unsafe { *dst.get_unchecked_mut(j as u32 as usize) = e };
+            // column index below cols = dst.len() = acc.len().
+            unsafe {
+                *dst.get_unchecked_mut(j) = x;
+                if !last {
+                    *acc.get_unchecked_mut(j) += values.get(x);
+                }
+            }
         }
     }
 }
 
-/// One pass over the row-major `rows x cols` matrix of elements in `a`;
-/// the result goes to `b` (`a` is left with its rows sorted).
+/// One pass over the row-major `rows x cols` matrix of keys in `a`; the
+/// result goes to `b` (`a` is left with its rows sorted).
 #[allow(clippy::too_many_arguments)]
-fn pass_elements(
-    a: &mut [u64],
-    b: &mut Vec<u64>,
+fn pass_keys(
+    a: &mut [u32],
+    b: &mut Vec<u32>,
     rows: usize,
     cols: usize,
     method: Method,
@@ -432,23 +576,23 @@ fn pass_elements(
         order,
         exps,
         bits,
-        scratch,
+        values: vscratch,
+        keys: kscratch,
         ..
     } = ws;
     let [exps_now, exps_next] = exps;
-    let [scr_now, scr_next] = scratch;
-    let mut chunks: Vec<&mut [u64]> = a.chunks_mut(chunk_rows * cols).collect();
-    prepare(chunks[0], 0, cols, draws, exps_now, bits, scr_next);
+    let mut chunks: Vec<&mut [u32]> = a.chunks_mut(chunk_rows * cols).collect();
+    prepare(chunks[0], 0, cols, draws, exps_now, bits, vscratch);
     for i in 0..chunks.len() {
         let first = i * chunk_rows;
         let (now, later) = chunks.split_at_mut(i + 1);
-        let now: &[u64] = now[i];
+        let now: &[u32] = now[i];
         // The next chunk is prepared while this one is consumed: on the
         // other core when one is free, else after it on this one.
         rayon::join(
             || {
                 consume(
-                    now, first, cols, method, exps_now, values, b, acc, order, scr_now,
+                    now, first, rows, cols, method, exps_now, values, b, acc, order, kscratch,
                 )
             },
             || {
@@ -460,7 +604,7 @@ fn pass_elements(
                         draws,
                         exps_next,
                         bits,
-                        scr_next,
+                        vscratch,
                     );
                 }
             },
@@ -489,9 +633,10 @@ fn transpose<T: Copy + Default>(src: &[T], rows: usize, cols: usize, dst: &mut V
     }
 }
 
-/// PA rewiring of a row-major matrix of elements in `ws.a` (section 3);
-/// the result is left in `ws.a`.
-fn rewire_elements(
+/// PA rewiring (section 3, with stabilization first when asked) of the
+/// row-major matrix of keys in `keys`, in place.
+fn rewire_matrix(
+    keys: &mut Vec<u32>,
     rows: usize,
     cols: usize,
     opts: &Options,
@@ -502,30 +647,61 @@ fn rewire_elements(
     if opts.stabilize > 0 {
         let mut rng = ChaCha8Rng::from_seed(*seed);
         rng.set_stream(u64::MAX);
-        let mut vals: Vec<f64> = ws.a.iter().map(|&e| values.get(e)).collect();
-        let mut pos: Vec<u32> = (0..ws.a.len() as u32).collect();
-        stabilize(&mut vals, &mut pos, rows, cols, opts.stabilize, &mut rng);
-        ws.b.clear();
-        ws.b.extend(pos.iter().map(|&p| ws.a[p as usize]));
-        std::mem::swap(&mut ws.a, &mut ws.b);
+        stabilize_by(keys, rows, cols, opts.stabilize, &mut rng, |&k| {
+            values.get(k)
+        });
     }
-    let (mut a, mut b) = (std::mem::take(&mut ws.a), std::mem::take(&mut ws.b));
-    pass_elements(&mut a, &mut b, rows, cols, opts.method, seed, 1, values, ws);
-    transpose(&b, rows, cols, &mut a);
-    pass_elements(&mut a, &mut b, cols, rows, opts.method, seed, 2, values, ws);
-    transpose(&b, cols, rows, &mut a);
-    ws.a = a;
+    let mut b = std::mem::take(&mut ws.b);
+    pass_keys(keys, &mut b, rows, cols, opts.method, seed, 1, values, ws);
+    transpose(&b, rows, cols, keys);
+    pass_keys(keys, &mut b, cols, rows, opts.method, seed, 2, values, ws);
+    transpose(&b, cols, rows, keys);
     ws.b = b;
+}
+
+/// Rewires the keys of a tensor's matrix view (row-major, `rows x cols`) in
+/// place, returning the strengths before and after. This is the whole job
+/// of one tensor; `key` identifies it for its random streams.
+pub fn rewire_keys(
+    keys: &mut Keys,
+    rows: usize,
+    cols: usize,
+    key: &str,
+    opts: &Options,
+) -> (Strength, Strength) {
+    assert_eq!(keys.keys.len(), rows * cols);
+    let before = keys.strength(rows, cols);
+    let seed = tensor_seed(opts.seed, key);
+    let mut k = std::mem::take(&mut keys.keys);
+    rewire_matrix(
+        &mut k,
+        rows,
+        cols,
+        opts,
+        &seed,
+        keys.values(),
+        &mut Workspace::default(),
+    );
+    keys.keys = k;
+    (before, keys.strength(rows, cols))
+}
+
+/// Keys of f64 values, and the way back.
+fn f64_keys(vals: &[f64]) -> Keys {
+    Keys::encode(Scalar::F64, vals.iter().map(|v| v.to_bits()))
+}
+
+fn write_back(keys: &Keys, vals: &mut [f64]) {
+    keys.for_each_bits(|i, b| vals[i] = f64::from_bits(b));
 }
 
 /// One pass (ALGORITHM.md section 2) over a row-major `rows x cols` matrix:
 /// rows 1.. are rearranged, each within itself, so that columns with large
-/// accumulated strength receive the small values. `idx` moves with `vals`.
-/// `seed` and `pass_no` select the random streams (see [`draw_row`]).
+/// accumulated strength receive the small values. `seed` and `pass_no`
+/// select the random streams (see [`tensor_seed`]).
 #[allow(clippy::too_many_arguments)]
 pub fn pass(
     vals: &mut [f64],
-    idx: &mut [u32],
     rows: usize,
     cols: usize,
     method: Method,
@@ -534,26 +710,29 @@ pub fn pass(
     ws: &mut Workspace,
 ) {
     assert_eq!(vals.len(), rows * cols);
-    assert_eq!(idx.len(), rows * cols);
-    let orig_v = vals.to_vec();
-    let orig_i = idx.to_vec();
-    let (values, mut a) = Values::elements(&orig_v, 0..vals.len() as u32);
+    let mut keys = f64_keys(vals);
     let mut b = std::mem::take(&mut ws.b);
-    pass_elements(
-        &mut a, &mut b, rows, cols, method, seed, pass_no, values, ws,
+    let mut a = std::mem::take(&mut keys.keys);
+    pass_keys(
+        &mut a,
+        &mut b,
+        rows,
+        cols,
+        method,
+        seed,
+        pass_no,
+        keys.values(),
+        ws,
     );
-    for ((v, i), &e) in vals.iter_mut().zip(idx.iter_mut()).zip(&b) {
-        *v = orig_v[e as u32 as usize];
-        *i = orig_i[e as u32 as usize];
-    }
-    ws.b = b;
+    keys.keys = b;
+    ws.b = a;
+    write_back(&keys, vals);
 }
 
 /// PA rewiring of a row-major matrix (ALGORITHM.md section 3): a pass over
 /// the rows, then a pass over the columns of the result.
 pub fn pa_rewire(
     vals: &mut [f64],
-    idx: &mut [u32],
     rows: usize,
     cols: usize,
     opts: &Options,
@@ -561,62 +740,58 @@ pub fn pa_rewire(
     ws: &mut Workspace,
 ) {
     assert_eq!(vals.len(), rows * cols);
-    assert_eq!(idx.len(), rows * cols);
-    let orig_v = vals.to_vec();
-    let orig_i = idx.to_vec();
-    let (values, a) = Values::elements(&orig_v, 0..vals.len() as u32);
-    ws.a = a;
-    rewire_elements(rows, cols, opts, seed, values, ws);
-    for ((v, i), &e) in vals.iter_mut().zip(idx.iter_mut()).zip(&ws.a) {
-        *v = orig_v[e as u32 as usize];
-        *i = orig_i[e as u32 as usize];
-    }
+    let mut keys = f64_keys(vals);
+    let mut k = std::mem::take(&mut keys.keys);
+    rewire_matrix(&mut k, rows, cols, opts, seed, keys.values(), ws);
+    keys.keys = k;
+    write_back(&keys, vals);
 }
 
 /// The stabilization analogue (ALGORITHM.md section 4): `k` uniform
 /// shuffles of all values, keeping the one with the lowest mean of row- and
 /// column-strength variance.
-pub fn stabilize(
-    vals: &mut [f64],
-    idx: &mut [u32],
+pub fn stabilize(vals: &mut [f64], rows: usize, cols: usize, k: u32, rng: &mut ChaCha8Rng) {
+    stabilize_by(vals, rows, cols, k, rng, |&v| v);
+}
+
+fn stabilize_by<T: Copy>(
+    items: &mut [T],
     rows: usize,
     cols: usize,
     k: u32,
     rng: &mut ChaCha8Rng,
+    value: impl Fn(&T) -> f64 + Copy,
 ) {
-    let n = vals.len();
-    let mut best: Option<(f64, Vec<f64>, Vec<u32>)> = None;
-    let mut cand_v = vals.to_vec();
-    let mut cand_i = idx.to_vec();
+    let n = items.len();
+    let mut best: Option<(f64, Vec<T>)> = None;
+    let mut cand = items.to_vec();
     for _ in 0..k {
         for i in (1..n).rev() {
             let j = rng.random_range(0..=i);
-            cand_v.swap(i, j);
-            cand_i.swap(i, j);
+            cand.swap(i, j);
         }
-        let s = strength(&cand_v, rows, cols);
+        let s = strength_by(&cand, rows, cols, value);
         let score = (s.row_std * s.row_std + s.col_std * s.col_std) / 2.0;
-        if best.as_ref().is_none_or(|(b, _, _)| score < *b) {
-            best = Some((score, cand_v.clone(), cand_i.clone()));
+        if best.as_ref().is_none_or(|(b, _)| score < *b) {
+            best = Some((score, cand.clone()));
         }
     }
-    if let Some((_, v, i)) = best {
-        vals.copy_from_slice(&v);
-        idx.copy_from_slice(&i);
+    if let Some((_, v)) = best {
+        items.copy_from_slice(&v);
     }
 }
 
 /// The result of rewiring one tensor.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// `perm[s]` is the storage index whose value goes to storage index `s`.
-    pub perm: Vec<u32>,
+    /// The rewired values, in storage order.
+    pub values: Vec<f64>,
     pub before: Strength,
     pub after: Strength,
 }
 
 /// Rewires one tensor given its values in storage order, its dims, and the
-/// axes of its matrix view (see [`view_index`]). `key` identifies the
+/// axes of its matrix view (see [`ViewIndices`]). `key` identifies the
 /// tensor for its random stream.
 pub fn rewire_values(
     values: &[f64],
@@ -627,23 +802,14 @@ pub fn rewire_values(
 ) -> Outcome {
     let rows = dims.get(axes[0]).copied().unwrap_or(1) as usize;
     let cols = values.len().checked_div(rows).unwrap_or(0);
-    let map = view_index(dims, axes);
-    // Elements carry their storage index, so the result is the permutation.
-    let (vals, a) = Values::elements(values, map.iter().copied());
-    let before = strength_of(&a, rows, cols, vals);
-    let seed = tensor_seed(opts.seed, key);
-    let mut ws = Workspace {
-        a,
-        ..Default::default()
-    };
-    rewire_elements(rows, cols, opts, &seed, vals, &mut ws);
-    let after = strength_of(&ws.a, rows, cols, vals);
-    let mut perm = vec![0u32; values.len()];
-    for (&dst, &e) in map.iter().zip(&ws.a) {
-        perm[dst as usize] = e as u32;
-    }
+    let view = ViewIndices::new(dims, axes);
+    let mut keys = Keys::encode(Scalar::F64, view.clone().map(|s| values[s].to_bits()));
+    let (before, after) = rewire_keys(&mut keys, rows, cols, key, opts);
+    let mut out = vec![0f64; values.len()];
+    let mut dst = view;
+    keys.for_each_bits(|_, b| out[dst.next().unwrap()] = f64::from_bits(b));
     Outcome {
-        perm,
+        values: out,
         before,
         after,
     }

@@ -1,21 +1,25 @@
-//! Sorting packed words, the inner loop of every pass.
+//! Sorting, the inner loop of every pass.
 //!
-//! Each row of a pass needs two orderings of up to a few thousand items: the
-//! columns by their random key and the row's elements by value. Both are
-//! `u64` words whose high half is an order-preserving integer key (see
-//! [`f32_key`]) and whose low half is an index that makes every word
-//! distinct. Sorting the words ascending therefore sorts by key and breaks
-//! ties by index: the result is fully determined by the input set, whichever
-//! algorithm produced it, which keeps the output reproducible.
+//! Each row of a pass needs two orderings of up to a few thousand items:
+//! the row's value keys ascending (`u32`, see [`f32_key`]) and the columns
+//! by their random key (`u64` words, key in the high half and column index
+//! in the low half, so the order is total and ties go to the lower index).
+//! Either way the sorted result is fully determined by the input set,
+//! whichever algorithm produced it, which keeps the output reproducible.
 //!
-//! The sort is one most-significant-digit counting pass into about one
-//! bucket per item, over the range of the words actually present, followed
-//! by an insertion sort that only has to fix the order inside each bucket.
-//! Float keys are roughly logarithmic as integers, so the buckets stay
-//! small for the value and key distributions a pass sees; a bucket that
-//! ends up large anyway is sorted by a comparison sort, so the worst case
-//! stays O(n log n). This replaced a four-digit LSD radix sort and takes
-//! about a third of its instructions.
+//! Both are sorted by a least-significant-digit radix sort on the top
+//! three bytes of the 32-bit key, one byte per pass (all histograms counted
+//! in one read, a pass skipped where every item has the same byte),
+//! followed by an insertion sort on the whole items. The radix passes leave
+//! only items that agree in their top 24 bits out of order, a few percent
+//! of a row, so the insertion sort costs about one predictable comparison
+//! per item: cheaper than a fourth pass. LSD passes are stable, and the
+//! column words are built in column order, so equal keys stay in index
+//! order. Measured against the standard library's pattern-defeating
+//! quicksort and against a bucket sort with an insertion-sort fix-up, on
+//! rows of 512 and 4608 normal values, a plain four-pass radix sort took
+//! about 40% of the time of either: it has no data-dependent branches, and
+//! the buckets of one byte fit in L1.
 
 /// Maps an f32 to a u32 with the same order (-0.0 just below +0.0).
 #[inline]
@@ -50,110 +54,87 @@ pub fn f64_key(x: f64) -> u64 {
 }
 
 /// Up to this length a plain insertion sort is cheapest.
-const SMALL: usize = 24;
+const SMALL: usize = 32;
 
-/// A bucket larger than this is comparison-sorted before the final
-/// insertion sort, which would otherwise be quadratic in it.
-const BIG: u32 = 48;
-
-/// Reusable buffers for [`sort_packed`].
-#[derive(Default)]
-pub struct Scratch {
-    tmp: Vec<u64>,
-    counts: Vec<u32>,
+/// Reusable buffers of the radix sort.
+pub struct Scratch<T> {
+    tmp: Vec<T>,
 }
 
-/// Sorts distinct words ascending (in practice `key << 32 | index`, so
-/// equal keys end up in index order).
-pub fn sort_packed(items: &mut [u64], scratch: &mut Scratch) {
-    let n = items.len();
-    if n <= SMALL {
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Scratch { tmp: Vec::new() }
+    }
+}
+
+/// Sorts a row's value keys ascending.
+pub fn sort_values(items: &mut [u32], scratch: &mut Scratch<u32>) {
+    if items.len() <= SMALL {
         insertion_sort(items);
         return;
     }
-    // Buckets are taken from the key (high) halves only, which is where
-    // words differ in practice; equal keys share a bucket and the final
-    // insertion sort orders them by index. The range is found on the keys
-    // as i32 (bias flipped), which SSE2 can min/max eight lanes at a time,
-    // unlike u64.
-    let (mut lo, mut hi) = (i32::MAX, i32::MIN);
-    for &x in items.iter() {
-        let k = ((x >> 32) as u32 ^ 0x8000_0000) as i32;
-        lo = lo.min(k);
-        hi = hi.max(k);
-    }
-    let lo = ((lo as u32 ^ 0x8000_0000) as u64) << 32;
-    let hi = ((hi as u32 ^ 0x8000_0000) as u64) << 32 | u32::MAX as u64;
-    // About one bucket per item: the top bits of (x - lo).
-    let range = hi - lo;
-    let want_bits = usize::BITS - n.leading_zeros();
-    let shift = (u64::BITS - range.leading_zeros()).saturating_sub(want_bits);
-    let buckets = (range >> shift) as usize + 1;
-    bucket_sort(items, scratch, buckets, |x| ((x - lo) >> shift) as usize);
+    radix_sort(items, &mut scratch.tmp, |x| x);
 }
 
-/// One counting pass of `items` into `buckets` ordered buckets, then the
-/// fix-up inside buckets. `bucket_of` must be below `buckets`; it should be
-/// monotone, but the result is sorted regardless (the final insertion sort
-/// runs over the whole slice), only slower if it is not.
-#[inline(always)]
-fn bucket_sort(
-    items: &mut [u64],
-    scratch: &mut Scratch,
-    buckets: usize,
-    bucket_of: impl Fn(u64) -> usize,
-) {
-    let n = items.len();
-    let Scratch { tmp, counts } = scratch;
-    counts.clear();
-    counts.resize(buckets + 1, 0);
-    for &x in items.iter() {
-        let b = bucket_of(x);
-        // SAFETY: bucket_of(x) < buckets.
-        unsafe { *counts.get_unchecked_mut(b + 1) += 1 };
+/// Sorts column words `key << 32 | column`, built in column order,
+/// ascending.
+pub fn sort_keys(items: &mut [u64], scratch: &mut Scratch<u64>) {
+    if items.len() <= SMALL {
+        insertion_sort(items);
+        return;
     }
-    // Exclusive prefix sums: counts[b + 1] becomes the start of bucket b
-    // (counts[0] only pads).
-    let mut largest = 0u32;
-    let mut sum = 0u32;
-    for c in counts.iter_mut() {
-        let v = *c;
-        largest = largest.max(v);
-        *c = sum;
-        sum += v;
+    radix_sort(items, &mut scratch.tmp, |x| (x >> 32) as u32);
+}
+
+/// Sorts `items`, which must order like `key` where keys differ: a stable
+/// LSD radix sort by the top three bytes of `key`, then an insertion sort.
+#[inline(always)]
+fn radix_sort<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: impl Fn(T) -> u32) {
+    let n = items.len();
+    let mut hist = [[0u32; 256]; 3];
+    for &x in items.iter() {
+        let k = key(x);
+        hist[0][((k >> 8) & 0xff) as usize] += 1;
+        hist[1][((k >> 16) & 0xff) as usize] += 1;
+        hist[2][(k >> 24) as usize] += 1;
     }
     tmp.clear();
-    tmp.reserve(n);
-    let out = tmp.as_mut_ptr();
-    for &x in items.iter() {
-        let b = bucket_of(x);
-        // SAFETY: b + 1 <= buckets; the running starts of a histogram of
-        // `items` give each item a distinct slot below n = tmp's capacity.
-        unsafe {
-            let slot = counts.get_unchecked_mut(b + 1);
-            *out.add(*slot as usize) = x;
-            *slot += 1;
+    tmp.resize(n, T::default());
+    // `in_items`: whether the data currently lives in `items` (else tmp).
+    let mut in_items = true;
+    for (d, h) in hist.iter_mut().enumerate() {
+        let shift = 8 * (d + 1);
+        let first = key(if in_items { items[0] } else { tmp[0] });
+        if h[((first >> shift) & 0xff) as usize] as usize == n {
+            continue;
         }
-    }
-    // SAFETY: all n slots were written above.
-    unsafe { tmp.set_len(n) };
-    if largest > BIG {
-        // After the scatter counts[b + 1] is the end of bucket b.
-        let mut start = 0usize;
-        for &end in counts[1..].iter() {
-            let end = end as usize;
-            if end - start > BIG as usize {
-                tmp[start..end].sort_unstable();
+        let mut sum = 0u32;
+        for c in h.iter_mut() {
+            let v = *c;
+            *c = sum;
+            sum += v;
+        }
+        let (src, dst): (&[T], &mut [T]) = if in_items { (items, tmp) } else { (tmp, items) };
+        for &x in src.iter() {
+            let b = ((key(x) >> shift) & 0xff) as usize;
+            // SAFETY: b < 256, and the running starts of a histogram of
+            // `src` give each item a distinct slot below n = dst.len().
+            unsafe {
+                let slot = h.get_unchecked_mut(b);
+                *dst.get_unchecked_mut(*slot as usize) = x;
+                *slot += 1;
             }
-            start = end;
         }
+        in_items = !in_items;
     }
-    insertion_sort(tmp);
-    items.copy_from_slice(tmp);
+    if !in_items {
+        items.copy_from_slice(tmp);
+    }
+    insertion_sort(items);
 }
 
 /// Insertion sort; linear in the length plus the number of inversions.
-fn insertion_sort(a: &mut [u64]) {
+fn insertion_sort<T: Copy + Ord>(a: &mut [T]) {
     for i in 1..a.len() {
         let x = a[i];
         let mut j = i;
@@ -195,30 +176,58 @@ mod tests {
     }
 
     #[test]
-    fn bucket_and_comparison_sorts_agree() {
+    fn value_sort_agrees_with_a_comparison_sort() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for n in [0usize, 1, 5, 24, 25, 255, 1535, 1536, 5000] {
-            for spread in [1u32, 50, 1 << 20, u32::MAX] {
-                let items: Vec<u64> = (0..n)
-                    .map(|i| ((rng.random_range(0..=spread) as u64) << 32) | i as u64)
-                    .collect();
-                let mut a = items.clone();
-                let mut b = items.clone();
-                sort_packed(&mut a, &mut Scratch::default());
+        for n in [0usize, 1, 5, 24, 25, 255, 1536, 5000] {
+            let rows: Vec<Vec<f32>> = vec![
+                (0..n).map(|_| rng.random_range(-1.0..1.0)).collect(),
+                (0..n)
+                    .map(|_| rng.random_range(0..3) as f32 - 1.0)
+                    .collect(),
+                // Heavy tails and an outlier that squeezes the rest into
+                // one bucket.
+                (0..n)
+                    .map(|i| {
+                        if i == 0 {
+                            1e30
+                        } else {
+                            -rng.random::<f32>().ln()
+                        }
+                    })
+                    .collect(),
+                (0..n)
+                    .map(|i| if i % 2 == 0 { 0.0 } else { -0.0 })
+                    .collect(),
+            ];
+            for row in rows {
+                let mut a: Vec<u32> = row.iter().map(|&v| f32_key(v)).collect();
+                let mut b = a.clone();
+                sort_values(&mut a, &mut Scratch::default());
                 b.sort_unstable();
-                assert_eq!(a, b, "n = {n}, spread = {spread}");
+                assert_eq!(a, b, "n = {n}");
             }
-            // Skewed: float keys of exponential draws, and one outlier.
-            let mut items: Vec<u64> = (0..n)
-                .map(|i| ((f32_key(-rng.random::<f32>().ln()) as u64) << 32) | i as u64)
-                .collect();
-            if n > 0 {
-                items[0] = (f32_key(1e30) as u64) << 32;
+        }
+    }
+
+    #[test]
+    fn key_sort_agrees_with_a_comparison_sort() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        for n in [0usize, 1, 5, 24, 25, 255, 1536, 5000] {
+            for p_spread in [1.0, 1000.0, 1e30] {
+                let mut items: Vec<u64> = (0..n)
+                    .map(|j| {
+                        let p = 1.0 + rng.random::<f64>() * p_spread;
+                        let e = -rng.random::<f64>().ln();
+                        // Coarse keys too, so that ties are common.
+                        let key = ((e / p) as f32 * 8.0).round() / 8.0;
+                        ((key.to_bits() as u64) << 32) | j as u64
+                    })
+                    .collect();
+                let mut b = items.clone();
+                sort_keys(&mut items, &mut Scratch::default());
+                b.sort_unstable();
+                assert_eq!(items, b, "n = {n}, spread = {p_spread}");
             }
-            let mut b = items.clone();
-            sort_packed(&mut items, &mut Scratch::default());
-            b.sort_unstable();
-            assert_eq!(items, b, "n = {n}, skewed");
         }
     }
 }
