@@ -77,38 +77,37 @@ pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Vec<u
     let t = &model.tensors[w.tensor];
     let scalar = payload::scalar(t)?;
     let bytes = model.payload(t)?;
-    let elems = payload::elements(t, &bytes)?;
     let view = ViewIndices::new(&t.dims, &w.axes);
-    let mut keys = Keys::encode(scalar, view.clone().map(|s| elems.get(s)));
-    if !keys.finite() {
-        return Err(Error::tensor(&t.name, "contains NaN or infinite values"));
+    let (rows, cols) = (w.rows as usize, w.cols as usize);
+    let (out, before, after) = match payload::elements(t, &bytes)? {
+        payload::Elements::Fixed { width: 2, .. } => {
+            fixed::<2>(bytes, scalar, view, rows, cols, w, opts)
+        }
+        payload::Elements::Fixed { width: 4, .. } => {
+            fixed::<4>(bytes, scalar, view, rows, cols, w, opts)
+        }
+        payload::Elements::Fixed { width: 8, .. } => {
+            fixed::<8>(bytes, scalar, view, rows, cols, w, opts)
+        }
+        payload::Elements::Fixed { width, .. } => {
+            return Err(Error::tensor(
+                &t.name,
+                format!("{width}-byte elements cannot be rewired"),
+            ))
+        }
+        payload::Elements::Decoded(vals) => {
+            let mut keys = Keys::encode(scalar, view.clone().map(|s| vals[s]));
+            if !keys.finite() {
+                return Err(non_finite(t));
+            }
+            let (before, after) = rewire::rewire_keys(&mut keys, rows, cols, &w.key, opts);
+            let mut new = vec![0u64; vals.len()];
+            let mut dst = view;
+            keys.for_each_bits(|_, b| new[dst.next().unwrap_or(0)] = b);
+            Ok((payload::varint_payload(&new), before, after))
+        }
     }
-    let decoded = match elems {
-        payload::Elements::Fixed { .. } => None,
-        payload::Elements::Decoded(v) => Some(v.len()),
-    };
-    // The payload can be as large as the tensor (external data is read
-    // into memory): it is not needed again, the keys give back every bit.
-    drop(bytes);
-    let (before, after) =
-        rewire::rewire_keys(&mut keys, w.rows as usize, w.cols as usize, &w.key, opts);
-    let mut dst = view;
-    let out = match decoded {
-        None => {
-            let width = t.dtype.byte_width().unwrap_or(1);
-            let mut out = vec![0u8; keys.keys.len() * width];
-            keys.for_each_bits(|_, b| {
-                let s = dst.next().unwrap_or(0) * width;
-                out[s..s + width].copy_from_slice(&b.to_le_bytes()[..width]);
-            });
-            out
-        }
-        Some(n) => {
-            let mut vals = vec![0u64; n];
-            keys.for_each_bits(|_, b| vals[dst.next().unwrap_or(0)] = b);
-            payload::varint_payload(&vals)
-        }
-    };
+    .map_err(|()| non_finite(t))?;
     Ok((
         out,
         TensorReport {
@@ -123,6 +122,52 @@ pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Vec<u
             after,
         },
     ))
+}
+
+fn non_finite(t: &crate::onnx::Tensor) -> Error {
+    Error::tensor(&t.name, "contains NaN or infinite values")
+}
+
+/// Rewires a payload of little-endian `W`-byte elements; Err(()) when a
+/// value is NaN or infinite.
+fn fixed<const W: usize>(
+    bytes: std::borrow::Cow<'_, [u8]>,
+    scalar: rewire::Scalar,
+    view: ViewIndices,
+    rows: usize,
+    cols: usize,
+    w: &Weight,
+    opts: &Options,
+) -> std::result::Result<(Vec<u8>, rewire::Strength, rewire::Strength), ()> {
+    let word = |c: &[u8]| {
+        let mut b = [0u8; 8];
+        b[..W].copy_from_slice(c);
+        u64::from_le_bytes(b)
+    };
+    let at = |s: usize| word(&bytes[s * W..(s + 1) * W]);
+    let mut keys = if view.is_identity() {
+        Keys::encode(scalar, bytes.chunks_exact(W).map(word))
+    } else {
+        Keys::encode(scalar, view.clone().map(at))
+    };
+    if !keys.finite() {
+        return Err(());
+    }
+    // The payload can be as large as the tensor (external data is read
+    // into memory) and is not needed again: the keys give back every bit.
+    drop(bytes);
+    let (before, after) = rewire::rewire_keys(&mut keys, rows, cols, &w.key, opts);
+    let mut out = vec![0u8; keys.keys.len() * W];
+    if view.is_identity() {
+        keys.for_each_bits(|i, b| out[i * W..(i + 1) * W].copy_from_slice(&b.to_le_bytes()[..W]));
+    } else {
+        let mut dst = view;
+        keys.for_each_bits(|_, b| {
+            let s = dst.next().unwrap_or(0);
+            out[s * W..(s + 1) * W].copy_from_slice(&b.to_le_bytes()[..W]);
+        });
+    }
+    Ok((out, before, after))
 }
 
 /// Reads and plans `input` with the given selection.

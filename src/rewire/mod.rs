@@ -121,6 +121,13 @@ impl ViewIndices {
     }
 }
 
+impl ViewIndices {
+    /// Whether the view is storage order itself.
+    pub fn is_identity(&self) -> bool {
+        self.axes.is_empty()
+    }
+}
+
 impl Iterator for ViewIndices {
     type Item = usize;
 
@@ -169,20 +176,45 @@ pub fn strength(vals: &[f64], rows: usize, cols: usize) -> Strength {
 fn strength_by<T>(items: &[T], rows: usize, cols: usize, value: impl Fn(&T) -> f64) -> Strength {
     let mut row = vec![0f64; rows];
     let mut col = vec![0f64; cols];
-    for (i, r) in items.chunks_exact(cols.max(1)).enumerate().take(rows) {
-        for (c, x) in col.iter_mut().zip(r) {
-            *c += value(x);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<T>(
+            items: &[T],
+            value: impl Fn(&T) -> f64,
+            row: &mut [f64],
+            col: &mut [f64],
+        ) {
+            sums(items, value, row, col)
         }
-        row[i] = lane_sum(r, &value);
+        // SAFETY: the CPU supports AVX2.
+        unsafe { avx2(items, value, &mut row, &mut col) };
+        return Strength {
+            row_std: std_dev(&row),
+            col_std: std_dev(&col),
+        };
     }
+    sums(items, value, &mut row, &mut col);
     Strength {
         row_std: std_dev(&row),
         col_std: std_dev(&col),
     }
 }
 
+/// Row and column sums (AVX2 or not: see [`exp_row`]).
+#[inline(always)]
+fn sums<T>(items: &[T], value: impl Fn(&T) -> f64, row: &mut [f64], col: &mut [f64]) {
+    for (s, r) in row.iter_mut().zip(items.chunks_exact(col.len().max(1))) {
+        for (c, x) in col.iter_mut().zip(r) {
+            *c += value(x);
+        }
+        *s = lane_sum(r, &value);
+    }
+}
+
 /// A sum in eight interleaved partial sums: a single running f64 sum is one
 /// long chain of dependent additions, four times slower than the loads.
+#[inline(always)]
 fn lane_sum<T>(xs: &[T], value: impl Fn(&T) -> f64) -> f64 {
     let mut lanes = [0f64; 8];
     let mut chunks = xs.chunks_exact(8);
@@ -243,28 +275,50 @@ impl Keys {
         I: Iterator<Item = u64> + Clone,
     {
         let mut keys = Vec::with_capacity(bits.size_hint().0);
-        let mut exact = true;
-        let mut finite = true;
-        let mut narrow = |to_f32: fn(u64) -> f32, from_f32: fn(f32) -> u64| {
-            for b in bits.clone() {
+        // Plain functions of the bits, so that each arm is its own loop
+        // with the conversions inlined.
+        fn narrow(
+            bits: impl Iterator<Item = u64>,
+            keys: &mut Vec<u32>,
+            to_f32: impl Fn(u64) -> f32,
+            from_f32: impl Fn(f32) -> u64,
+        ) -> (bool, bool) {
+            let (mut inexact, mut infinite) = (false, false);
+            keys.extend(bits.map(|b| {
                 let v = to_f32(b);
-                finite &= v.is_finite();
-                exact &= from_f32(v) == b;
-                keys.push(f32_key(v));
-            }
-        };
-        match scalar {
-            Scalar::F32 => narrow(|b| f32::from_bits(b as u32), |v| v.to_bits() as u64),
+                infinite |= !v.is_finite();
+                inexact |= from_f32(v) != b;
+                f32_key(v)
+            }));
+            (!inexact, !infinite)
+        }
+        let b = bits.clone();
+        let (exact, finite) = match scalar {
+            Scalar::F32 => narrow(
+                b,
+                &mut keys,
+                |b| f32::from_bits(b as u32),
+                |v| v.to_bits() as u64,
+            ),
             Scalar::F16 => narrow(
+                b,
+                &mut keys,
                 |b| half::f16::from_bits(b as u16).to_f32(),
                 |v| half::f16::from_f32(v).to_bits() as u64,
             ),
             Scalar::Bf16 => narrow(
+                b,
+                &mut keys,
                 |b| half::bf16::from_bits(b as u16).to_f32(),
                 |v| half::bf16::from_f32(v).to_bits() as u64,
             ),
-            Scalar::F64 => narrow(|b| f64::from_bits(b) as f32, |v| (v as f64).to_bits()),
-        }
+            Scalar::F64 => narrow(
+                b,
+                &mut keys,
+                |b| f64::from_bits(b) as f32,
+                |v| (v as f64).to_bits(),
+            ),
+        };
         if exact {
             return Keys {
                 keys,
@@ -373,7 +427,7 @@ impl Values<'_> {
 /// basic IEEE operations are used, so the result is the same bits on every
 /// machine, and the loop over a row vectorises (unlike rand_distr's
 /// ziggurat, which also consumed 64 bits per draw).
-#[inline]
+#[inline(always)]
 fn exp1_from_bits(x: u32) -> f64 {
     let u = (x as f64 + 0.5) * (1.0 / 4_294_967_296.0);
     // Split u = z * 2^k with z in [0.707, 1.414) (musl's log reduction).
@@ -400,9 +454,55 @@ fn draw_row(seed: &[u8; 32], pass_no: u64, k: usize, bits: &mut Vec<u32>, out: &
     bits.clear();
     bits.resize(out.len(), 0);
     rng.fill(&mut bits[..]);
-    for (e, &x) in out.iter_mut().zip(bits.iter()) {
-        *e = exp1_from_bits(x);
+    exp_row(bits, out);
+}
+
+/// Exp(1) draws from random words. Where the CPU has AVX2, the loop runs
+/// in a copy compiled for it, four f64 wide instead of SSE2's two; the
+/// result is the same bits either way (only IEEE arithmetic and
+/// conversions are involved, and Rust never fuses a multiply and an add on
+/// its own). [`keys_row`] and [`sums`] are dispatched the same way.
+fn exp_row(bits: &[u32], out: &mut [f64]) {
+    #[inline(always)]
+    fn body(bits: &[u32], out: &mut [f64]) {
+        for (e, &x) in out.iter_mut().zip(bits) {
+            *e = exp1_from_bits(x);
+        }
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(bits: &[u32], out: &mut [f64]) {
+            body(bits, out)
+        }
+        // SAFETY: the CPU supports AVX2.
+        return unsafe { avx2(bits, out) };
+    }
+    body(bits, out)
+}
+
+/// The Efraimidis-Spirakis words of one row: `key << 32 | j` with key
+/// E_j / p_j as f32, p_j = acc_j + |min(acc)| + 1 >= 1. Keys are positive,
+/// so their f32 bit patterns order like their values.
+fn keys_row(order: &mut [u64], acc: &[f64], exps: &[f64]) {
+    #[inline(always)]
+    fn body(order: &mut [u64], acc: &[f64], exps: &[f64]) {
+        let shift = min_of(acc).abs() + 1.0;
+        for (j, ((o, &a), &e)) in order.iter_mut().zip(acc).zip(exps).enumerate() {
+            let key = (e / (a + shift)) as f32;
+            *o = ((key.to_bits() as u64) << 32) | j as u64;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(order: &mut [u64], acc: &[f64], exps: &[f64]) {
+            body(order, acc, exps)
+        }
+        // SAFETY: the CPU supports AVX2.
+        return unsafe { avx2(order, acc, exps) };
+    }
+    body(order, acc, exps)
 }
 
 /// Buffers reused across rows and passes.
@@ -457,6 +557,7 @@ fn prepare(
 }
 
 /// min(acc), in eight lanes so that it vectorises.
+#[inline(always)]
 fn min_of(acc: &[f64]) -> f64 {
     let mut lanes = [f64::INFINITY; 8];
     let mut chunks = acc.chunks_exact(8);
@@ -504,17 +605,10 @@ fn consume(
         order.clear();
         match method {
             Method::Pa => {
-                // p_j = acc_j + |min(acc)| + 1 >= 1. Efraimidis-Spirakis:
-                // ascending E_j / p_j, E_j ~ Exp(1), is weighted sampling
-                // without replacement. Keys are positive, so their f32 bit
-                // patterns order like their values.
-                let shift = min_of(acc).abs() + 1.0;
-                let e = &exps[i * cols..(i + 1) * cols];
+                // Efraimidis-Spirakis: ascending E_j / p_j, E_j ~ Exp(1),
+                // is weighted sampling without replacement.
                 order.resize(cols, 0);
-                for (j, ((o, &a), &e)) in order.iter_mut().zip(acc.iter()).zip(e).enumerate() {
-                    let key = (e / (a + shift)) as f32;
-                    *o = ((key.to_bits() as u64) << 32) | j as u64;
-                }
+                keys_row(order, acc, &exps[i * cols..(i + 1) * cols]);
                 sort_keys(order, scratch);
             }
             Method::Deterministic => {
@@ -531,14 +625,17 @@ fn consume(
         }
         // The m-th smallest key goes to the m-th drawn column, whose
         // strength grows by it for the next row.
-        let last = k + 1 == rows;
-        for (&j, &x) in order.iter().zip(srow) {
-            let j = j as u32 as usize;
-            // SAFETY: the low half of every word of `order` is a distinct
-            // column index below cols = dst.len() = acc.len().
-            unsafe {
-                *dst.get_unchecked_mut(j) = x;
-                if !last {
+        // SAFETY (both loops): the low half of every word of `order` is a
+        // distinct column index below cols = dst.len() = acc.len().
+        if k + 1 == rows {
+            for (&j, &x) in order.iter().zip(srow) {
+                unsafe { *dst.get_unchecked_mut(j as u32 as usize) = x };
+            }
+        } else {
+            for (&j, &x) in order.iter().zip(srow) {
+                let j = j as u32 as usize;
+                unsafe {
+                    *dst.get_unchecked_mut(j) = x;
                     *acc.get_unchecked_mut(j) += values.get(x);
                 }
             }

@@ -54,7 +54,11 @@ pub fn f64_key(x: f64) -> u64 {
 }
 
 /// Up to this length a plain insertion sort is cheapest.
-const SMALL: usize = 32;
+const TINY: usize = 32;
+
+/// Up to this length the standard library's sort beats the radix sort,
+/// whose three histograms of 256 counts cost more than the items.
+const SMALL: usize = 96;
 
 /// Reusable buffers of the radix sort.
 pub struct Scratch<T> {
@@ -69,8 +73,12 @@ impl<T> Default for Scratch<T> {
 
 /// Sorts a row's value keys ascending.
 pub fn sort_values(items: &mut [u32], scratch: &mut Scratch<u32>) {
-    if items.len() <= SMALL {
+    if items.len() <= TINY {
         insertion_sort(items);
+        return;
+    }
+    if items.len() <= SMALL {
+        items.sort_unstable();
         return;
     }
     radix_sort(items, &mut scratch.tmp, |x| x);
@@ -79,8 +87,12 @@ pub fn sort_values(items: &mut [u32], scratch: &mut Scratch<u32>) {
 /// Sorts column words `key << 32 | column`, built in column order,
 /// ascending.
 pub fn sort_keys(items: &mut [u64], scratch: &mut Scratch<u64>) {
-    if items.len() <= SMALL {
+    if items.len() <= TINY {
         insertion_sort(items);
+        return;
+    }
+    if items.len() <= SMALL {
+        items.sort_unstable();
         return;
     }
     radix_sort(items, &mut scratch.tmp, |x| (x >> 32) as u32);

@@ -70,62 +70,19 @@ fn compare_tensors(
     pairs: &[(usize, usize)],
     report: &mut StructureReport,
 ) -> Result<()> {
-    let results: Vec<Result<Verdict>> = pairs
-        .par_iter()
-        .map(|&(i, j)| {
-            let (ta, tb) = (&a.tensors[i], &b.tensors[j]);
-            let name = ta.name.clone();
-            if ta.dtype != tb.dtype {
-                return Ok((
-                    name,
-                    None,
-                    Some(format!("dtype {} became {}", ta.dtype, tb.dtype)),
-                ));
-            }
-            if ta.dims != tb.dims {
-                return Ok((
-                    name,
-                    None,
-                    Some(format!("shape {:?} became {:?}", ta.dims, tb.dims)),
-                ));
-            }
-            let (pa, pb) = (a.payload(ta)?, b.payload(tb)?);
-            if pa == pb {
-                return Ok((name, Some(false), None));
-            }
-            let (ea, eb) = (payload::encoding(ta), payload::encoding(tb));
-            let same = match (ea, eb) {
-                (Some(x), Some(y)) if x == y => payload::same_multiset(x, &pa, &pb),
-                // Different storage of the same values (e.g. float_data
-                // re-encoded as raw_data): compare decoded values.
-                (Some(_), Some(_)) if ta.dtype.is_rewirable_float() => {
-                    let mut x: Vec<u64> = payload::decode_f64(ta, &pa)?
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect();
-                    let mut y: Vec<u64> = payload::decode_f64(tb, &pb)?
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect();
-                    x.sort_unstable();
-                    y.sort_unstable();
-                    x == y
-                }
-                _ => false,
-            };
-            if same {
-                Ok((name, Some(true), None))
-            } else {
-                Ok((
-                    name,
-                    None,
-                    Some("values are not a permutation of the original's".into()),
-                ))
-            }
-        })
-        .collect();
-    for r in results {
-        let (name, permuted, diff) = r?;
+    // Large tensors take turns (see `batches`): comparing one holds both
+    // payloads and their sorted elements.
+    let mut results: Vec<(usize, Verdict)> = Vec::new();
+    for batch in batches(a, pairs) {
+        let part = batch
+            .par_iter()
+            .map(|&k| compare_pair(a, b, pairs[k].0, pairs[k].1).map(|v| (k, v)))
+            .collect::<Result<Vec<_>>>()?;
+        results.extend(part);
+    }
+    // Back in the order of the pairs, whatever the batches were.
+    results.sort_by_key(|(k, _)| *k);
+    for (_, (name, permuted, diff)) in results {
         match (permuted, diff) {
             (Some(true), _) => report.permuted.push(name),
             (Some(false), _) => report.identical.push(name),
@@ -375,4 +332,100 @@ pub fn compare_models(original: &Model, candidate: &Model) -> Result<StructureRe
 pub fn compare_files(original: &Path, candidate: &Path) -> Result<StructureReport> {
     let (a, b) = rayon::join(|| Model::open(original), || Model::open(candidate));
     compare_models(&a?, &b?)
+}
+
+/// Groups matched pairs (indices into `pairs`, largest first) so that the
+/// tensors compared at the same time hold at most about 1 GiB together; a
+/// larger one runs alone.
+fn batches(a: &Model, pairs: &[(usize, usize)]) -> Vec<Vec<usize>> {
+    const BUDGET: u64 = 1 << 30;
+    // Two payloads and two sorted element lists of up to 8 bytes each.
+    let cost = |k: usize| {
+        let t = &a.tensors[pairs[k].0];
+        t.numel
+            .saturating_mul(2 * t.dtype.byte_width().unwrap_or(8) as u64 + 16)
+    };
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(cost(k)));
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut used = 0u64;
+    for p in order {
+        let c = cost(p);
+        match out.last_mut() {
+            Some(batch) if used.saturating_add(c) <= BUDGET => {
+                batch.push(p);
+                used += c;
+            }
+            _ => {
+                out.push(vec![p]);
+                used = c;
+            }
+        }
+    }
+    out
+}
+
+/// Compares the payloads of tensor `i` of `a` and `j` of `b`.
+fn compare_pair(a: &Model, b: &Model, i: usize, j: usize) -> Result<Verdict> {
+    let (ta, tb) = (&a.tensors[i], &b.tensors[j]);
+    let name = ta.name.clone();
+    if ta.dtype != tb.dtype {
+        return Ok((
+            name,
+            None,
+            Some(format!("dtype {} became {}", ta.dtype, tb.dtype)),
+        ));
+    }
+    if ta.dims != tb.dims {
+        return Ok((
+            name,
+            None,
+            Some(format!("shape {:?} became {:?}", ta.dims, tb.dims)),
+        ));
+    }
+    let (pa, pb) = (a.payload(ta)?, b.payload(tb)?);
+    if pa == pb {
+        return Ok((name, Some(false), None));
+    }
+    let (ea, eb) = (payload::encoding(ta), payload::encoding(tb));
+    let same = match (ea, eb) {
+        (Some(x), Some(y)) if x == y => {
+            if pa.len() != pb.len() {
+                false
+            } else {
+                // One payload at a time next to the sorted elements: each
+                // is dropped once its elements are out.
+                let ma = payload::multiset(x, &pa);
+                drop(pa);
+                let mb = payload::multiset(x, &pb);
+                drop(pb);
+                ma == mb
+            }
+        }
+        // Different storage of the same values (e.g. float_data
+        // re-encoded as raw_data): compare decoded values.
+        (Some(_), Some(_)) if ta.dtype.is_rewirable_float() => {
+            let mut x: Vec<u64> = payload::decode_f64(ta, &pa)?
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            let mut y: Vec<u64> = payload::decode_f64(tb, &pb)?
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            x.sort_unstable();
+            y.sort_unstable();
+            x == y
+        }
+        _ => false,
+    };
+    if same {
+        Ok((name, Some(true), None))
+    } else {
+        Ok((
+            name,
+            None,
+            Some("values are not a permutation of the original's".into()),
+        ))
+    }
 }
