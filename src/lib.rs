@@ -3,7 +3,7 @@
 //!
 //! Data flows one way: [`onnx`] reads a model without copying payloads,
 //! [`plan`] locates the dense and convolution weights and their matrix view,
-//! [`rewire`] computes a permutation of each weight's values, [`pipeline`]
+//! [`rewire`] rearranges each weight's values (as order keys), [`pipeline`]
 //! writes the patched file through [`onnx::patch`], and [`verify`] proves the
 //! result is a permutation of the input (and runs it, through [`backend`]).
 
