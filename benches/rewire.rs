@@ -7,15 +7,15 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use pa_onnx::pipeline::{rewire_file, RewireOptions};
-use pa_onnx::rewire::{rewire_values, Options};
+use pa_onnx::rewire::{rewire_keys, Keys, Options, Scalar};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-fn kaiming(rows: usize, cols: usize) -> Vec<f64> {
+fn kaiming(rows: usize, cols: usize) -> Vec<f32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let d = Normal::new(0.0, (2.0 / cols as f64).sqrt()).unwrap();
     (0..rows * cols)
-        .map(|_| d.sample(&mut rng) as f32 as f64)
+        .map(|_| d.sample(&mut rng) as f32)
         .collect()
 }
 
@@ -24,15 +24,15 @@ fn matrices(c: &mut Criterion) {
     g.sampling_mode(SamplingMode::Flat).sample_size(10);
     for (r, k) in [(64usize, 784usize), (512, 512), (512, 4608), (1000, 2048)] {
         let vals = kaiming(r, k);
+        // What the tool does per f32 tensor: keys from the payload's bits,
+        // both passes, the strengths before and after, bits back.
         g.bench_function(format!("{r}x{k}"), |b| {
             b.iter(|| {
-                rewire_values(
-                    &vals,
-                    &[r as u64, k as u64],
-                    &[0, 1],
-                    "w",
-                    &Options::default(),
-                )
+                let mut keys = Keys::encode(Scalar::F32, vals.iter().map(|v| v.to_bits() as u64));
+                let stats = rewire_keys(&mut keys, r, k, "w", &Options::default());
+                let mut out = vec![0u32; vals.len()];
+                keys.for_each_bits(|i, b| out[i] = b as u32);
+                (stats, out)
             })
         });
     }

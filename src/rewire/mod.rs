@@ -537,7 +537,6 @@ fn prepare(
     bits: &mut Vec<u32>,
     scratch: &mut Scratch<u32>,
 ) {
-    exps.clear();
     exps.resize(rows.len(), 0.0);
     for (i, (row, e)) in rows
         .chunks_exact_mut(cols)
@@ -657,13 +656,16 @@ fn pass_keys(
     values: Values,
     ws: &mut Workspace,
 ) {
-    b.clear();
-    b.extend_from_slice(a);
     if rows < 2 || cols < 2 {
         // A single column admits no rearrangement within a row; a single
         // row is row 0, which is never changed.
+        b.clear();
+        b.extend_from_slice(a);
         return;
     }
+    // Every element of b is written below (row 0 copied, each other row a
+    // permutation of all columns); the buffer is only sized.
+    b.resize(a.len(), 0);
     let draws = (method == Method::Pa).then_some((seed, pass_no));
     let chunk_rows = (CHUNK / cols).max(1);
     ws.acc.clear();
@@ -715,7 +717,7 @@ fn pass_keys(
 /// move as 8 x 8 blocks of registers.
 fn transpose(src: &[u32], rows: usize, cols: usize, dst: &mut Vec<u32>) {
     assert_eq!(src.len(), rows * cols);
-    dst.clear();
+    // Every element is written below; the buffer is only sized.
     dst.resize(src.len(), 0);
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
