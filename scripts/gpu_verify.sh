@@ -59,6 +59,19 @@ for model in "${models[@]}"; do
     cat "$log"
 done
 
+# Training with parameters, gradients and optimizer state in GPU memory
+# (I/O binding), against the host trainer on the CPU. It must not print
+# SKIPPED here: the GPU is the point.
+echo "== device trainer on CUDA"
+log="$WORK/device_trainer.log"
+if cargo test --features cuda --test it device_trainer -- --nocapture >"$log" 2>&1 &&
+    ! grep -q "SKIPPED device trainer on ort-cuda" "$log"; then
+    passed+=("device_trainer")
+else
+    failed+=("device_trainer")
+fi
+cat "$log"
+
 echo
 echo "summary: ${#passed[@]} passed, ${#failed[@]} failed (logs in $WORK/)"
 for name in "${failed[@]}"; do echo "  FAILED $name"; done

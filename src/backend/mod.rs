@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 #[cfg(feature = "ort")]
-mod ort;
+pub(crate) mod ort;
 #[cfg(feature = "ort")]
 mod ortlib;
 #[cfg(feature = "tract")]

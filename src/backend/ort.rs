@@ -187,48 +187,59 @@ pub(super) struct OrtSession {
     provider: &'static str,
 }
 
+/// A session of ONNX Runtime itself on `kind`, for callers that keep
+/// values on the device between runs (I/O binding), with the name of the
+/// execution provider it runs on.
+pub(crate) fn raw_session(
+    kind: BackendKind,
+    model_path: &Path,
+    opts: &BackendOptions,
+) -> Result<(::ort::session::Session, &'static str), BackendError> {
+    if kind == BackendKind::OrtCuda && !cfg!(feature = "cuda") {
+        return Err(BackendError::unavailable(
+            kind,
+            "built without the `cuda` feature",
+        ));
+    }
+    let rt = runtime(opts).map_err(|e| BackendError::unavailable(kind, e))?;
+    let load_err = |e: ::ort::Error<SessionBuilder>| BackendError::load_failed(kind, e.to_string());
+    let mut builder = ::ort::session::Session::builder(&rt.env)
+        .map_err(|e| BackendError::load_failed(kind, e.to_string()))?;
+    if let Some(threads) = opts.intra_threads {
+        builder = builder.with_intra_threads(threads).map_err(load_err)?;
+    }
+    let provider = match kind {
+        // Without this, ONNX Runtime may pick another device on its own.
+        BackendKind::OrtCpu => {
+            builder = builder
+                .with_auto_device(AutoDevicePolicy::PreferCPU)
+                .map_err(load_err)?;
+            "CPUExecutionProvider"
+        }
+        BackendKind::OrtCuda => {
+            builder = register_cuda(builder, &rt)?;
+            "CUDAExecutionProvider"
+        }
+        BackendKind::Tract => unreachable!("tract is not an ONNX Runtime backend"),
+    };
+    let session = builder.commit_from_file(model_path).map_err(|e| {
+        let reason = e.to_string();
+        if kind == BackendKind::OrtCuda && mentions_cuda(&reason) {
+            BackendError::unavailable(kind, format!("CUDA could not be used: {reason}"))
+        } else {
+            BackendError::load_failed(kind, reason)
+        }
+    })?;
+    Ok((session, provider))
+}
+
 impl OrtSession {
     pub(super) fn open(
         kind: BackendKind,
         model_path: &Path,
         opts: &BackendOptions,
     ) -> Result<OrtSession, BackendError> {
-        if kind == BackendKind::OrtCuda && !cfg!(feature = "cuda") {
-            return Err(BackendError::unavailable(
-                kind,
-                "built without the `cuda` feature",
-            ));
-        }
-        let rt = runtime(opts).map_err(|e| BackendError::unavailable(kind, e))?;
-        let load_err =
-            |e: ::ort::Error<SessionBuilder>| BackendError::load_failed(kind, e.to_string());
-        let mut builder = ::ort::session::Session::builder(&rt.env)
-            .map_err(|e| BackendError::load_failed(kind, e.to_string()))?;
-        if let Some(threads) = opts.intra_threads {
-            builder = builder.with_intra_threads(threads).map_err(load_err)?;
-        }
-        let provider = match kind {
-            // Without this, ONNX Runtime may pick another device on its own.
-            BackendKind::OrtCpu => {
-                builder = builder
-                    .with_auto_device(AutoDevicePolicy::PreferCPU)
-                    .map_err(load_err)?;
-                "CPUExecutionProvider"
-            }
-            BackendKind::OrtCuda => {
-                builder = register_cuda(builder, &rt)?;
-                "CUDAExecutionProvider"
-            }
-            BackendKind::Tract => unreachable!("tract is not an ONNX Runtime backend"),
-        };
-        let session = builder.commit_from_file(model_path).map_err(|e| {
-            let reason = e.to_string();
-            if kind == BackendKind::OrtCuda && mentions_cuda(&reason) {
-                BackendError::unavailable(kind, format!("CUDA could not be used: {reason}"))
-            } else {
-                BackendError::load_failed(kind, reason)
-            }
-        })?;
+        let (session, provider) = raw_session(kind, model_path, opts)?;
         let inputs = session
             .inputs()
             .iter()

@@ -12,12 +12,16 @@
 //! per-operator gradient rules, [`builder`] the pass that assembles them.
 
 mod builder;
+#[cfg(feature = "ort")]
+mod device;
 mod grad;
 mod ir;
 pub mod optim;
 mod trainer;
 
 pub use builder::build_training_graph;
+#[cfg(feature = "ort")]
+pub use device::{DeviceOptimizer, DeviceTrainer};
 pub use optim::{AdamW, Optimizer, Sgd};
 pub use trainer::Trainer;
 

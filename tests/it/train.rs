@@ -442,3 +442,86 @@ fn dump_bench_training_graphs() {
         std::fs::write(Path::new(&out).join(format!("{case}.onnx")), &graph.model).unwrap();
     }
 }
+
+/// The device trainer (update as an ONNX graph, values kept in the
+/// runtime between runs through I/O binding) takes the same steps as the
+/// host trainer, whose update runs in Rust on ORT CPU. On CUDA the same
+/// code keeps parameters, gradients and optimizer state in GPU memory;
+/// without a GPU (or without the `cuda` feature) that case prints SKIPPED.
+#[test]
+fn device_trainer_takes_the_same_steps_as_the_host_trainer() {
+    device_vs_host(BackendKind::OrtCpu, 1e-5);
+    device_vs_host(BackendKind::OrtCuda, 1e-3);
+}
+
+fn device_vs_host(kind: BackendKind, tol: f32) {
+    use pa_onnx::train::{AdamW, DeviceOptimizer, DeviceTrainer, Sgd, Trainer};
+    let (batch, features, hidden, classes) = (64, 8, 16, 4);
+    let model = synthetic_mlp(
+        batch as i64,
+        features as i64,
+        hidden as i64,
+        classes as i64,
+        false,
+    );
+    let graph = build_training_graph(&model, &TrainGraphOptions::default()).unwrap();
+    let (x, labels) = blobs(batch, features, classes);
+    let inputs = vec![("x".to_string(), x)];
+    let opts = BackendOptions::default();
+    let cases: [(DeviceOptimizer, Box<dyn pa_onnx::train::Optimizer>); 2] = [
+        (
+            DeviceOptimizer::Sgd {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+            },
+            Box::new(Sgd::new(0.05, 0.9, 1e-4)),
+        ),
+        (
+            DeviceOptimizer::adamw(0.01, 0.01),
+            Box::new(AdamW::new(0.01, 0.01)),
+        ),
+    ];
+    for (dev_opt, host_opt) in cases {
+        let mut device = match DeviceTrainer::new(graph.clone(), kind, &opts, dev_opt) {
+            Ok(t) => t,
+            Err(pa_onnx::train::TrainError::Backend(e)) if e.is_skippable() => {
+                eprintln!("SKIPPED device trainer on {kind}: {e}");
+                return;
+            }
+            Err(e) => panic!("{kind}: {e}"),
+        };
+        let mut host = Trainer::new(graph.clone(), BackendKind::OrtCpu, &opts, host_opt).unwrap();
+        let mut losses = Vec::new();
+        for step in 0..20 {
+            let a = device.step(&inputs, labels.clone()).unwrap();
+            let b = host.step(&inputs, labels.clone()).unwrap();
+            assert!(
+                (a - b).abs() <= tol * b.abs().max(1.0),
+                "{kind} {dev_opt:?} step {step}: loss {a} on the device, {b} on the host"
+            );
+            losses.push(a);
+        }
+        assert!(
+            losses[19] < losses[0],
+            "{kind}: the device trainer did not learn"
+        );
+        let close = |x: f32, y: f32| (x - y).abs() <= 10.0 * tol * y.abs().max(1e-2);
+        for ((name, d), (hname, h)) in device.params().unwrap().iter().zip(host.params()) {
+            assert_eq!(name, hname);
+            for (&x, &y) in d.iter().zip(h) {
+                assert!(close(x, y), "{kind} {name}: {x} vs {y}");
+            }
+        }
+        for ((name, d), (_, h)) in device
+            .running_stats()
+            .unwrap()
+            .iter()
+            .zip(host.running_stats())
+        {
+            for (&x, &y) in d.iter().zip(h) {
+                assert!(close(x, y), "{kind} {name}: {x} vs {y}");
+            }
+        }
+    }
+}
