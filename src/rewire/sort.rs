@@ -110,8 +110,11 @@ fn radix_sort<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: i
         hist[1][((k >> 16) & 0xff) as usize] += 1;
         hist[2][(k >> 24) as usize] += 1;
     }
-    tmp.clear();
-    tmp.resize(n, T::default());
+    // Every slot of tmp is written before it is read; it is only sized.
+    if tmp.len() < n {
+        tmp.resize(n, T::default());
+    }
+    let tmp = &mut tmp[..n];
     // `in_items`: whether the data currently lives in `items` (else tmp).
     let mut in_items = true;
     for (d, h) in hist.iter_mut().enumerate() {
@@ -126,7 +129,11 @@ fn radix_sort<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: i
             *c = sum;
             sum += v;
         }
-        let (src, dst): (&[T], &mut [T]) = if in_items { (items, tmp) } else { (tmp, items) };
+        let (src, dst): (&[T], &mut [T]) = if in_items {
+            (items, &mut *tmp)
+        } else {
+            (&*tmp, items)
+        };
         for &x in src.iter() {
             let b = ((key(x) >> shift) & 0xff) as usize;
             // SAFETY: b < 256, and the running starts of a histogram of
@@ -139,10 +146,28 @@ fn radix_sort<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: i
         }
         in_items = !in_items;
     }
-    if !in_items {
-        items.copy_from_slice(tmp);
+    if in_items {
+        insertion_sort(items);
+    } else {
+        insertion_copy(tmp, items);
     }
-    insertion_sort(items);
+}
+
+/// Copies `src` into `dst` sorted: the insertion sort of [`insertion_sort`]
+/// fused with the copy, for data that is almost sorted already.
+fn insertion_copy<T: Copy + Ord>(src: &[T], dst: &mut [T]) {
+    debug_assert_eq!(src.len(), dst.len());
+    for (i, &x) in src.iter().enumerate() {
+        let mut j = i;
+        // SAFETY: j <= i < dst.len() = src.len() inside the loop.
+        unsafe {
+            while j > 0 && *dst.get_unchecked(j - 1) > x {
+                *dst.get_unchecked_mut(j) = *dst.get_unchecked(j - 1);
+                j -= 1;
+            }
+            *dst.get_unchecked_mut(j) = x;
+        }
+    }
 }
 
 /// Insertion sort; linear in the length plus the number of inversions.
