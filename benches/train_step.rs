@@ -9,7 +9,9 @@
 //!
 //! Run: `cargo bench --bench train_step` (needs ONNX Runtime; see the
 //! backend module for how it is found). Without it the benchmark prints
-//! SKIPPED and measures nothing.
+//! SKIPPED and measures nothing. `PA_BENCH_THREADS=1` pins ONNX Runtime to
+//! one intra-op thread, to compare with `T1=1 scripts/ort_training_bench.py`
+//! on equal terms.
 
 use std::path::Path;
 
@@ -45,7 +47,12 @@ fn train_step(c: &mut Criterion) {
         .unwrap();
         let inputs = vec![(x.name.clone(), input.clone())];
 
-        let opts = BackendOptions::default();
+        let opts = BackendOptions {
+            intra_threads: std::env::var("PA_BENCH_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok()),
+            ..BackendOptions::default()
+        };
         let mut forward = match backend::open(BackendKind::OrtCpu, &path, &opts) {
             Ok(s) => s,
             Err(e) => {

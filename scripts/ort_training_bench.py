@@ -5,6 +5,8 @@ Why it exists: pa-onnx builds its own gradient graphs because ORT-training
 was discontinued; this measures how far they are from it. Needs a Python 3.11
 venv with onnxruntime-training-cpu==1.19.2, onnx==1.16.2, numpy and torch:
     python scripts/ort_training_bench.py [mlp cnn_bn resnet mobilenet transformer]
+T1=1 in the environment pins ONNX Runtime to one intra-op thread, to compare
+with `PA_BENCH_THREADS=1 cargo bench --bench train_step`.
 """
 import os, sys, time, shutil
 import numpy as np

@@ -759,6 +759,7 @@ impl<'a> Builder<'a> {
             .collect();
         let mut params = vec![];
         let mut outputs = vec![value_info("loss", F32, &[])];
+        let mut renamed: HashMap<String, String> = HashMap::new();
         for (i, name) in self.trainable.clone().iter().enumerate() {
             let shape = self.g.shape(name)?;
             let grad_name = format!("{name}_grad");
@@ -768,17 +769,40 @@ impl<'a> Builder<'a> {
                 )));
             }
             let src = match self.param_grads[i].take() {
-                Some(s) => s,
+                Some(s) => renamed.get(&s).cloned().unwrap_or(s),
                 None => self.g.zeros(&shape)?,
             };
             self.g.reserve_name(&grad_name);
-            self.g.push(NodeProto {
-                input: vec![src],
-                output: vec![grad_name.clone()],
-                name: format!("pa_train/grad/{name}"),
-                op_type: "Identity".into(),
-                ..Default::default()
-            })?;
+            // An Identity onto the output name is a copy at run time; a value
+            // this builder made can take the output name instead.
+            let ours = self
+                .g
+                .nodes
+                .iter()
+                .rev()
+                .find(|n| n.output.contains(&src))
+                .is_some_and(|n| n.name.starts_with("pa_train/"));
+            if ours && !renamed.values().any(|v| *v == src) {
+                for n in self.g.nodes.iter_mut() {
+                    for v in n.input.iter_mut().chain(n.output.iter_mut()) {
+                        if *v == src {
+                            *v = grad_name.clone();
+                        }
+                    }
+                }
+                if let Some(info) = self.g.info.get(&src).cloned() {
+                    self.g.info.insert(grad_name.clone(), info);
+                }
+                renamed.insert(src, grad_name.clone());
+            } else {
+                self.g.push(NodeProto {
+                    input: vec![src],
+                    output: vec![grad_name.clone()],
+                    name: format!("pa_train/grad/{name}"),
+                    op_type: "Identity".into(),
+                    ..Default::default()
+                })?;
+            }
             outputs.push(value_info(&grad_name, F32, &shape));
             let init = decode_f32(init_map[name.as_str()]).unwrap_or_default();
             params.push(TrainTensor {

@@ -88,7 +88,7 @@ pub(crate) fn backward(
         "Relu" => {
             let zero = g.scalar(0.0);
             let mask = g.op("Greater", &[&out(0), &zero], vec![])?;
-            res[0] = Some(g.op("Where", &[&mask, gy, &zero], vec![])?);
+            res[0] = Some(mask_grad(g, &mask, gy)?);
         }
         "LeakyRelu" => {
             let alpha = g.scalar(attr_f(n, "alpha", 0.01));
@@ -133,23 +133,14 @@ pub(crate) fn backward(
         }
         "Gelu" => res[0] = Some(gelu(g, n, gy)?),
         "Clip" => {
-            let x = inp(0);
-            let mut mask: Option<String> = None;
-            for (i, cmp) in [(1, "GreaterOrEqual"), (2, "LessOrEqual")] {
-                if n.input.get(i).is_some_and(|s| !s.is_empty()) {
-                    let m = g.op(cmp, &[&x, &n.input[i]], vec![])?;
-                    mask = Some(match mask {
-                        None => m,
-                        Some(prev) => g.op("And", &[&prev, &m], vec![])?,
-                    });
-                }
-            }
-            res[0] = Some(match mask {
-                None => gy.to_string(),
-                Some(m) => {
-                    let zero = g.scalar(0.0);
-                    g.op("Where", &[&m, gy, &zero], vec![])?
-                }
+            let bounded = (1..3).any(|i| n.input.get(i).is_some_and(|s| !s.is_empty()));
+            res[0] = Some(if bounded {
+                // min <= x <= max exactly where clipping left x unchanged:
+                // one comparison instead of two and an And.
+                let m = g.op("Equal", &[&out(0), &inp(0)], vec![])?;
+                mask_grad(g, &m, gy)?
+            } else {
+                gy.to_string()
             });
         }
         "Softmax" => {
@@ -307,6 +298,14 @@ pub(crate) fn backward(
         }
     }
     Ok(res)
+}
+
+/// `gy` where `mask` holds, zero elsewhere. ONNX Runtime runs Where with a
+/// scalar branch through its general broadcasting loop, slower than a Cast
+/// and a Mul together; the two differ only where `gy` is not finite.
+fn mask_grad(g: &mut Graph, mask: &str, gy: &str) -> Result<String> {
+    let m = g.op("Cast", &[mask], vec![ai("to", F32 as i64)])?;
+    g.op("Mul", &[gy, &m], vec![])
 }
 
 fn norm(a: i64, r: i64) -> i64 {
@@ -614,11 +613,96 @@ fn conv_attrs(
     ]
 }
 
+/// One-hot kernels beyond this many elements make the patch convolution of
+/// [`weight_grad`] too large a constant; the batch-as-channel form is used.
+const PATCH_KERNEL_LIMIT: i64 = 1 << 20;
+
+/// The weight gradient of a (grouped) convolution, `[O, I/g, k...]`, where
+/// `gy` holds the gradient of the `O` output channels and `x` the input the
+/// kernel slid over.
+///
+/// Runtimes compute it from input patches times the output gradient, one
+/// GEMM per image; the batch-as-channel convolution ([`weight_grad_by_conv`])
+/// instead runs a convolution whose kernel is a whole feature map, which
+/// ONNX Runtime executes as an inefficient matrix-vector product and needs
+/// full-size transposes of both operands. So the patches are built first:
+/// a depthwise convolution with one-hot kernels copies every tap of the
+/// window into its own channel (exact: each output is one input times 1.0),
+/// giving `[N, I*K, P]` for `K` taps and `P` output positions. Then
+/// `dW[g] = sum_n gY[n, g] . patches[n, g]^T` is a batched MatMul whose
+/// transposed operand ONNX Runtime folds into the GEMM, and a ReduceSum over
+/// the batch. Kernels of size one with no padding skip the patch convolution.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad(
+    g: &mut Graph,
+    x: &str,
+    gy: &str,
+    group: i64,
+    strides: &[i64],
+    dilations: &[i64],
+    pads: &[i64],
+    kernel: &[i64],
+) -> Result<String> {
+    let xs = g.shape(x)?;
+    let ys = g.shape(gy)?;
+    let (nb, c, m) = (xs[0], xs[1], ys[1]);
+    let sp = xs.len() - 2;
+    let taps: i64 = kernel.iter().product();
+    let positions: i64 = ys[2..].iter().product();
+    let pointwise = taps == 1 && pads.iter().all(|&p| p == 0);
+    let patches = if pointwise {
+        if strides.iter().all(|&s| s == 1) {
+            x.to_string()
+        } else {
+            let starts = g.const_i64(&vec![0; sp]);
+            let ends = g.const_i64(&xs[2..]);
+            let axes = g.const_i64(&(2..2 + sp as i64).collect::<Vec<_>>());
+            let steps = g.const_i64(strides);
+            g.op("Slice", &[x, &starts, &ends, &axes, &steps], vec![])?
+        }
+    } else if c * taps * taps <= PATCH_KERNEL_LIMIT {
+        let mut onehot = vec![0f32; (c * taps * taps) as usize];
+        for ch in 0..c {
+            for t in 0..taps {
+                onehot[((ch * taps + t) * taps + t) as usize] = 1.0;
+            }
+        }
+        let dims = [vec![c * taps, 1], kernel.to_vec()].concat();
+        let k = g.const_f32(&dims, &onehot);
+        let mut attrs = conv_attrs(strides, dilations, pads, c);
+        attrs.push(aints("kernel_shape", kernel));
+        g.op("Conv", &[x, &k], attrs)?
+    } else {
+        return weight_grad_by_conv(g, x, gy, group, strides, dilations, pads, kernel);
+    };
+    // Transposed convolutions can leave input rows no output reaches; the
+    // batch-as-channel form crops those, this one would mismatch.
+    if g.shape(&patches)?[2..] != ys[2..] {
+        return weight_grad_by_conv(g, x, gy, group, strides, dilations, pads, kernel);
+    }
+    let (cg, mg) = (c / group, m / group);
+    let lead: Vec<i64> = if group == 1 {
+        vec![nb]
+    } else {
+        vec![nb, group]
+    };
+    let r = lead.len() as i64 + 2;
+    let pr = g.reshape(
+        &patches,
+        &[lead.clone(), vec![cg * taps, positions]].concat(),
+    )?;
+    let yr = g.reshape(gy, &[lead, vec![mg, positions]].concat())?;
+    let pt = g.transpose(&pr, &swap_last(r as usize))?;
+    let prod = g.op("MatMul", &[&yr, &pt], vec![])?;
+    let sum = g.reduce("ReduceSum", &prod, &[0], false)?;
+    g.reshape(&sum, &[vec![m, cg], kernel.to_vec()].concat())
+}
+
 /// The weight gradient of a (grouped) convolution as one convolution over
 /// the batch: batch becomes the reduction channel, the output gradient
 /// becomes the kernel. Returns `[O, I/g, k...]` cropped to `kernel`.
 #[allow(clippy::too_many_arguments)]
-fn weight_grad(
+fn weight_grad_by_conv(
     g: &mut Graph,
     x: &str,
     gy: &str,

@@ -629,6 +629,27 @@ impl Graph {
         if perm.iter().enumerate().all(|(i, &p)| p == i as i64) {
             return Ok(x.to_string());
         }
+        if perm == [1, 0] {
+            // (A B)^T = B^T A^T: a Gemm can write its product transposed for
+            // free. Weights stored [out, in] behind a Transpose make this the
+            // common case; the original Gemm is pruned if nothing else reads it.
+            let gemm = self
+                .nodes
+                .iter()
+                .rev()
+                .find(|n| n.output.first().is_some_and(|o| o == x))
+                .filter(|n| {
+                    n.op_type == "Gemm" && n.input.len() == 2 && n.name.starts_with("pa_train/")
+                })
+                .cloned();
+            if let Some(gemm) = gemm {
+                let ta = attr_i(&gemm, "transA", 0) != 0;
+                let tb = attr_i(&gemm, "transB", 0) != 0;
+                let mut attrs = vec![ai("transA", !tb as i64), ai("transB", !ta as i64)];
+                attrs.extend(gemm.attribute.iter().filter(|a| a.name == "alpha").cloned());
+                return self.op("Gemm", &[&gemm.input[1], &gemm.input[0]], attrs);
+            }
+        }
         self.op("Transpose", &[x], vec![aints("perm", perm)])
     }
 
