@@ -195,21 +195,11 @@ pub fn elements<'a>(t: &Tensor, bytes: &'a [u8]) -> Result<Elements<'a>> {
     Ok(e)
 }
 
-/// The value of an element's bits as f64 (exact for every float type).
-pub fn bits_to_f64(scalar: Scalar, b: u64) -> f64 {
-    match scalar {
-        Scalar::F32 => f32::from_bits(b as u32) as f64,
-        Scalar::F64 => f64::from_bits(b),
-        Scalar::F16 => half::f16::from_bits(b as u16).to_f64(),
-        Scalar::Bf16 => half::bf16::from_bits(b as u16).to_f64(),
-    }
-}
-
 /// Decodes a float tensor's values as f64 (exact for every supported type).
 pub fn decode_f64(t: &Tensor, bytes: &[u8]) -> Result<Vec<f64>> {
     let s = scalar(t)?;
     let e = elements(t, bytes)?;
-    Ok((0..e.len()).map(|i| bits_to_f64(s, e.get(i))).collect())
+    Ok((0..e.len()).map(|i| s.value(e.get(i))).collect())
 }
 
 /// Whether every value of a float tensor is finite, without decoding the

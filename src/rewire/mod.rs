@@ -248,6 +248,19 @@ pub enum Scalar {
     F64,
 }
 
+impl Scalar {
+    /// The value of an element's bits (in the low 16, 32 or 64 bits) as
+    /// f64, exact for every type.
+    pub fn value(self, bits: u64) -> f64 {
+        match self {
+            Scalar::F32 => f32::from_bits(bits as u32) as f64,
+            Scalar::F16 => half::f16::from_bits(bits as u16).to_f64(),
+            Scalar::Bf16 => half::bf16::from_bits(bits as u16).to_f64(),
+            Scalar::F64 => f64::from_bits(bits),
+        }
+    }
+}
+
 /// A tensor's values as order keys, and the way back to each element's
 /// bits.
 ///
@@ -327,12 +340,7 @@ impl Keys {
                 finite,
             };
         }
-        let value = |b: u64| match scalar {
-            Scalar::F32 => f32::from_bits(b as u32) as f64,
-            Scalar::F16 => half::f16::from_bits(b as u16).to_f64(),
-            Scalar::Bf16 => half::bf16::from_bits(b as u16).to_f64(),
-            Scalar::F64 => f64::from_bits(b),
-        };
+        let value = |b: u64| scalar.value(b);
         let mut by_value: Vec<(u64, u64, u32)> = bits
             .enumerate()
             .map(|(i, b)| (f64_key(value(b)), b, i as u32))

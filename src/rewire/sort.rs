@@ -73,29 +73,26 @@ impl<T> Default for Scratch<T> {
 
 /// Sorts a row's value keys ascending.
 pub fn sort_values(items: &mut [u32], scratch: &mut Scratch<u32>) {
-    if items.len() <= TINY {
-        insertion_sort(items);
-        return;
-    }
-    if items.len() <= SMALL {
-        items.sort_unstable();
-        return;
-    }
-    radix_sort(items, &mut scratch.tmp, |x| x);
+    sort_by_key(items, &mut scratch.tmp, |x| x);
 }
 
 /// Sorts column words `key << 32 | column`, built in column order,
 /// ascending.
 pub fn sort_keys(items: &mut [u64], scratch: &mut Scratch<u64>) {
+    sort_by_key(items, &mut scratch.tmp, |x| (x >> 32) as u32);
+}
+
+/// The sort for the length at hand: insertion sort for tiny slices, the
+/// standard library's for short ones, [`radix_sort`] beyond.
+#[inline(always)]
+fn sort_by_key<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: impl Fn(T) -> u32) {
     if items.len() <= TINY {
         insertion_sort(items);
-        return;
-    }
-    if items.len() <= SMALL {
+    } else if items.len() <= SMALL {
         items.sort_unstable();
-        return;
+    } else {
+        radix_sort(items, tmp, key);
     }
-    radix_sort(items, &mut scratch.tmp, |x| (x >> 32) as u32);
 }
 
 /// Sorts `items`, which must order like `key` where keys differ: a stable
