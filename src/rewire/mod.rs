@@ -176,6 +176,24 @@ pub fn strength(vals: &[f64], rows: usize, cols: usize) -> Strength {
 fn strength_by<T>(items: &[T], rows: usize, cols: usize, value: impl Fn(&T) -> f64) -> Strength {
     let mut row = vec![0f64; rows];
     let mut col = vec![0f64; cols];
+    sums(items, value, &mut row, &mut col);
+    Strength {
+        row_std: std_dev(&row),
+        col_std: std_dev(&col),
+    }
+}
+
+/// Row and column sums (AVX2 or not: see [`exp_row`]).
+fn sums<T>(items: &[T], value: impl Fn(&T) -> f64, row: &mut [f64], col: &mut [f64]) {
+    #[inline(always)]
+    fn body<T>(items: &[T], value: impl Fn(&T) -> f64, row: &mut [f64], col: &mut [f64]) {
+        for (s, r) in row.iter_mut().zip(items.chunks_exact(col.len().max(1))) {
+            for (c, x) in col.iter_mut().zip(r) {
+                *c += value(x);
+            }
+            *s = lane_sum(r, &value);
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         #[target_feature(enable = "avx2")]
@@ -185,31 +203,12 @@ fn strength_by<T>(items: &[T], rows: usize, cols: usize, value: impl Fn(&T) -> f
             row: &mut [f64],
             col: &mut [f64],
         ) {
-            sums(items, value, row, col)
+            body(items, value, row, col)
         }
         // SAFETY: the CPU supports AVX2.
-        unsafe { avx2(items, value, &mut row, &mut col) };
-        return Strength {
-            row_std: std_dev(&row),
-            col_std: std_dev(&col),
-        };
+        return unsafe { avx2(items, value, row, col) };
     }
-    sums(items, value, &mut row, &mut col);
-    Strength {
-        row_std: std_dev(&row),
-        col_std: std_dev(&col),
-    }
-}
-
-/// Row and column sums (AVX2 or not: see [`exp_row`]).
-#[inline(always)]
-fn sums<T>(items: &[T], value: impl Fn(&T) -> f64, row: &mut [f64], col: &mut [f64]) {
-    for (s, r) in row.iter_mut().zip(items.chunks_exact(col.len().max(1))) {
-        for (c, x) in col.iter_mut().zip(r) {
-            *c += value(x);
-        }
-        *s = lane_sum(r, &value);
-    }
+    body(items, value, row, col)
 }
 
 /// A sum in eight interleaved partial sums: a single running f64 sum is one
