@@ -8,6 +8,7 @@
 //! result is a permutation of the input (and runs it, through [`backend`]).
 
 pub mod backend;
+pub mod budget;
 pub mod error;
 pub mod onnx;
 pub mod pipeline;

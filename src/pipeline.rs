@@ -17,9 +17,7 @@ use crate::rewire::{self, Keys, Options, ViewIndices};
 /// Called with the name of each tensor once it is rewired.
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Work space that the tensors being rewired at the same time may use
-/// together, unless told otherwise: 1 GiB.
-pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
+pub use crate::budget::DEFAULT_MAX_MEMORY;
 
 /// Everything `rewire` can be told.
 #[derive(Clone, Default)]
@@ -46,29 +44,15 @@ pub fn workspace_bytes(model: &Model, w: &Weight) -> u64 {
     t.numel.saturating_mul(per)
 }
 
-/// Groups the weights (largest first) into batches whose work space fits
-/// `budget` together; each batch runs in parallel, batches one after the
-/// other. A weight larger than the budget gets a batch of its own.
+/// The weights in batches whose work space fits `budget` (see
+/// [`crate::budget::batches`]).
 fn batches(model: &Model, plan: &Plan, budget: u64) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..plan.weights.len()).collect();
-    // Largest first, so that the last tensor of a batch is a small one.
-    order.sort_by_key(|&i| std::cmp::Reverse(plan.weights[i].rows * plan.weights[i].cols));
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    let mut used = 0u64;
-    for i in order {
-        let cost = workspace_bytes(model, &plan.weights[i]);
-        match out.last_mut() {
-            Some(b) if used.saturating_add(cost) <= budget => {
-                b.push(i);
-                used += cost;
-            }
-            _ => {
-                out.push(vec![i]);
-                used = cost;
-            }
-        }
-    }
-    out
+    let costs: Vec<u64> = plan
+        .weights
+        .iter()
+        .map(|w| workspace_bytes(model, w))
+        .collect();
+    crate::budget::batches(&costs, budget)
 }
 
 /// Rewires one located weight of `model`: returns its new payload (same

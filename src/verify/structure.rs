@@ -13,6 +13,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::budget::DEFAULT_MAX_MEMORY;
 use crate::error::Result;
 use crate::onnx::payload;
 use crate::onnx::{Model, Storage, Tensor};
@@ -334,35 +335,19 @@ pub fn compare_files(original: &Path, candidate: &Path) -> Result<StructureRepor
     compare_models(&a?, &b?)
 }
 
-/// Groups matched pairs (indices into `pairs`, largest first) so that the
-/// tensors compared at the same time hold at most about 1 GiB together; a
-/// larger one runs alone.
+/// Matched pairs (indices into `pairs`) in batches that hold at most
+/// [`DEFAULT_MAX_MEMORY`] together (see [`crate::budget::batches`]).
 fn batches(a: &Model, pairs: &[(usize, usize)]) -> Vec<Vec<usize>> {
-    const BUDGET: u64 = 1 << 30;
     // Two payloads and two sorted element lists of up to 8 bytes each.
-    let cost = |k: usize| {
-        let t = &a.tensors[pairs[k].0];
-        t.numel
-            .saturating_mul(2 * t.dtype.byte_width().unwrap_or(8) as u64 + 16)
-    };
-    let mut order: Vec<usize> = (0..pairs.len()).collect();
-    order.sort_by_key(|&k| std::cmp::Reverse(cost(k)));
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    let mut used = 0u64;
-    for p in order {
-        let c = cost(p);
-        match out.last_mut() {
-            Some(batch) if used.saturating_add(c) <= BUDGET => {
-                batch.push(p);
-                used += c;
-            }
-            _ => {
-                out.push(vec![p]);
-                used = c;
-            }
-        }
-    }
-    out
+    let costs: Vec<u64> = pairs
+        .iter()
+        .map(|&(i, _)| {
+            let t = &a.tensors[i];
+            t.numel
+                .saturating_mul(2 * t.dtype.byte_width().unwrap_or(8) as u64 + 16)
+        })
+        .collect();
+    crate::budget::batches(&costs, DEFAULT_MAX_MEMORY)
 }
 
 /// Compares the payloads of tensor `i` of `a` and `j` of `b`.
