@@ -440,7 +440,7 @@ fn dtype_name(ty: TensorElementType) -> String {
     .to_string()
 }
 
-fn to_ort(t: &HostTensor) -> Result<DynValue, String> {
+pub(crate) fn to_ort(t: &HostTensor) -> Result<DynValue, String> {
     let shape = t.shape.clone();
     let made = match &t.data {
         TensorData::F32(v) => Tensor::from_array((shape, v.clone())).map(Tensor::into_dyn),

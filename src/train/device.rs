@@ -20,8 +20,8 @@ use prost::Message;
 
 use super::ir::{tensor_f32, value_info};
 use super::{TrainError, TrainTensor, TrainingGraph};
-use crate::backend::ort::raw_session;
-use crate::backend::{BackendKind, BackendOptions, HostTensor, TensorData};
+use crate::backend::ort::{raw_session, to_ort};
+use crate::backend::{BackendKind, BackendOptions, HostTensor};
 use crate::onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 
 const F32: i32 = 1;
@@ -217,19 +217,7 @@ fn host_value(shape: &[i64], data: Vec<f32>) -> Result<DynValue, TrainError> {
 }
 
 fn to_value(t: &HostTensor) -> Result<DynValue, TrainError> {
-    let shape = t.shape.clone();
-    match &t.data {
-        TensorData::F32(v) => Tensor::from_array((shape, v.clone())).map(Tensor::into_dyn),
-        TensorData::I64(v) => Tensor::from_array((shape, v.clone())).map(Tensor::into_dyn),
-        TensorData::I32(v) => Tensor::from_array((shape, v.clone())).map(Tensor::into_dyn),
-        other => {
-            return Err(TrainError::Run(format!(
-                "{} inputs are not supported by the device trainer",
-                other.dtype()
-            )))
-        }
-    }
-    .map_err(run_err)
+    to_ort(t).map_err(run_err)
 }
 
 impl DeviceTrainer {
