@@ -97,10 +97,18 @@ pub fn multiset(enc: Encoding, bytes: &[u8]) -> Multiset {
     m
 }
 
+/// Whether payloads of these byte lengths can hold the same multiset:
+/// fixed-width payloads must be equally long (a trailing partial element
+/// would otherwise be ignored); varints may be written with more bytes
+/// than needed, so their lengths say nothing.
+pub fn lengths_can_match(enc: Encoding, a: usize, b: usize) -> bool {
+    enc == Encoding::Varint || a == b
+}
+
 /// Whether two payloads of the same encoding hold the same multiset of
 /// element bit patterns.
 pub fn same_multiset(enc: Encoding, a: &[u8], b: &[u8]) -> bool {
-    a == b || (a.len() == b.len() && multiset(enc, a) == multiset(enc, b))
+    a == b || (lengths_can_match(enc, a.len(), b.len()) && multiset(enc, a) == multiset(enc, b))
 }
 
 fn varint_values(bytes: &[u8]) -> Vec<u64> {

@@ -375,7 +375,7 @@ fn compare_pair(a: &Model, b: &Model, i: usize, j: usize) -> Result<Verdict> {
     let (ea, eb) = (payload::encoding(ta), payload::encoding(tb));
     let same = match (ea, eb) {
         (Some(x), Some(y)) if x == y => {
-            if pa.len() != pb.len() {
+            if !payload::lengths_can_match(x, pa.len(), pb.len()) {
                 false
             } else {
                 // One payload at a time next to the sorted elements: each
