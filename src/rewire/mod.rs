@@ -826,20 +826,25 @@ pub fn rewire_keys(
     opts: &Options,
 ) -> (Strength, Strength) {
     assert_eq!(keys.keys.len(), rows * cols);
-    let before = keys.strength(rows, cols);
-    let seed = tensor_seed(opts.seed, key);
-    let mut k = std::mem::take(&mut keys.keys);
-    rewire_matrix(
-        &mut k,
-        rows,
-        cols,
-        opts,
-        &seed,
-        keys.values(),
-        &mut Workspace::default(),
-    );
-    keys.keys = k;
-    (before, keys.strength(rows, cols))
+    // The passes hand chunks between two threads once per few thousand
+    // elements; called from outside the pool, each hand-over would be a
+    // cross-thread wake-up, so the whole job moves into the pool first.
+    rayon::scope(|_| {
+        let before = keys.strength(rows, cols);
+        let seed = tensor_seed(opts.seed, key);
+        let mut k = std::mem::take(&mut keys.keys);
+        rewire_matrix(
+            &mut k,
+            rows,
+            cols,
+            opts,
+            &seed,
+            keys.values(),
+            &mut Workspace::default(),
+        );
+        keys.keys = k;
+        (before, keys.strength(rows, cols))
+    })
 }
 
 /// Keys of f64 values, and the way back.
