@@ -99,6 +99,8 @@ fn param_slots(n: &NodeProto, producers: &HashMap<&str, &str>) -> &'static [usiz
         "Gemm" => &[0, 1, 2],
         "MatMul" => &[0, 1],
         "Conv" | "ConvTranspose" | "BatchNormalization" | "LayerNormalization" => &[1, 2],
+        // Only where `embedding_table` agrees.
+        "Gather" => &[0],
         "Add" => {
             // The bias of a dense layer exported as MatMul + Add.
             let dense = |i: usize| {
@@ -117,6 +119,15 @@ fn param_slots(n: &NodeProto, producers: &HashMap<&str, &str>) -> &'static [usiz
         }
         _ => &[],
     }
+}
+
+/// A float table that Gather reads whole rows of (axis 0, two or more
+/// dimensions) is an embedding, trained like a dense weight. Other float
+/// tensors read by Gather, such as lookup constants, stay frozen.
+fn embedding_table(n: &NodeProto, t: &crate::onnx::pb::TensorProto) -> bool {
+    let r = t.dims.len() as i64;
+    let axis = attr_i(n, "axis", 0);
+    r >= 2 && (axis == 0 || axis == -r)
 }
 
 impl<'a> Builder<'a> {
@@ -188,6 +199,7 @@ impl<'a> Builder<'a> {
                     };
                     if t.data_type == F32
                         && !t.dims.is_empty()
+                        && (n.op_type != "Gather" || embedding_table(n, t))
                         && !opts.frozen.contains(&name)
                         && !trainable.contains(&name)
                     {

@@ -11,6 +11,7 @@ use crate::onnx::pb::NodeProto;
 
 use super::ir::{
     af, ai, aints, astr, attr_f, attr_i, attr_ints, attr_s, geometry, node_err, Graph, Result, F32,
+    I64,
 };
 use super::TrainError;
 
@@ -180,9 +181,10 @@ pub(crate) fn backward(
                 },
             );
         }
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Sum" | "Where" | "Max" | "Min" => {
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Sum" | "Where" => {
             binary(g, n, gy, needs, &mut res)?;
         }
+        "Max" | "Min" => extremum(g, n, gy, needs, &mut res)?,
         "MatMul" => matmul(g, n, gy, needs, &mut res)?,
         "Gemm" => gemm(g, n, gy, needs, &mut res)?,
         "Transpose" => {
@@ -211,24 +213,10 @@ pub(crate) fn backward(
             }
         }
         "Split" => split(g, n, gys, &mut res)?,
-        "Slice" => {
-            let xs = g.shape(&inp(0))?;
-            let ranges = g.slice_ranges(n, &xs)?;
-            if ranges.iter().any(|r| r.3 != 1) {
-                return Err(node_err(
-                    n,
-                    "gradient of Slice with steps other than 1 is not supported",
-                ));
-            }
-            let r = xs.len();
-            let mut pads = vec![0i64; 2 * r];
-            for (a, s, e, _) in ranges {
-                pads[a] = s;
-                pads[a + r] = xs[a] - e.max(s);
-            }
-            let p = g.const_i64(&pads);
-            res[0] = Some(g.op("Pad", &[gy, &p], vec![])?);
-        }
+        "Slice" if need(0) => res[0] = Some(slice(g, n, gy)?),
+        "Gather" if need(0) => res[0] = Some(gather(g, n, gy)?),
+        // Only the data input carries a gradient; the others are integers.
+        "Slice" | "Gather" => {}
         "ReduceMean" | "ReduceSum" => {
             let xs = g.shape(&inp(0))?;
             let axes = g.reduce_axes(n, xs.len())?;
@@ -332,6 +320,134 @@ fn split(g: &mut Graph, n: &NodeProto, gys: &[Option<String>], res: &mut Grads) 
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     res[0] = Some(g.op("Concat", &refs, vec![ai("axis", axis)])?);
     Ok(())
+}
+
+/// `gy` put back where the slice read it, zeros elsewhere. Axes read with
+/// step 1 are restored by one Pad. Strided axes (negative steps included)
+/// are scattered back one at a time: along one axis the positions read are
+/// distinct, so ScatterElements needs no reduction (which only opset 16
+/// has), and a per-axis index vector broadcast by Expand keeps the
+/// constants small.
+fn slice(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
+    let xs = g.shape(&n.input[0])?;
+    let ranges = g.slice_ranges(n, &xs)?;
+    if g.shape(gy)?.contains(&0) {
+        return g.zeros(&xs);
+    }
+    let r = xs.len();
+    let mut pads = vec![0i64; 2 * r];
+    for &(a, s, e, step) in &ranges {
+        if step == 1 {
+            pads[a] = s;
+            pads[a + r] = xs[a] - e.max(s);
+        }
+    }
+    let mut t = gy.to_string();
+    if pads.iter().any(|&p| p != 0) {
+        let p = g.const_i64(&pads);
+        t = g.op("Pad", &[&t, &p], vec![])?;
+    }
+    for &(a, s, _, step) in ranges.iter().filter(|r| r.3 != 1) {
+        let ts = g.shape(&t)?;
+        // slice_ranges clamps the start so that every position read,
+        // s + i * step, lies inside the axis whatever the step's sign.
+        let pos: Vec<i64> = (0..ts[a]).map(|i| s + i * step).collect();
+        let mut dims = vec![1; r];
+        dims[a] = ts[a];
+        let pos = g.const_i64_shaped(&dims, &pos);
+        let shape = g.const_i64(&ts);
+        let idx = g.op("Expand", &[&pos, &shape], vec![])?;
+        let mut full = ts;
+        full[a] = xs[a];
+        let z = g.zeros(&full)?;
+        t = g.op(
+            "ScatterElements",
+            &[&z, &idx, &t],
+            vec![ai("axis", a as i64)],
+        )?;
+    }
+    Ok(t)
+}
+
+/// Gather's data gradient: each gathered slice of `gy` added back into the
+/// slice it was read from; repeated indices accumulate.
+///
+/// The data is viewed as `[P, V, D]` (before, along and after the axis) and
+/// the `N` indices are flattened. From opset 16, ScatterND with
+/// reduction="add" adds each `[D]` row of `gy` at its (p, index) address:
+/// beyond the table-sized result, time and memory follow the size of `gy`,
+/// which is what a large embedding table needs. Earlier opsets have no accumulating
+/// scatter, so a one-hot `[V, N]` matrix times `gy` sums the rows instead,
+/// at a cost of `V * N` that suits only small tables.
+fn gather(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
+    let xs = g.shape(&n.input[0])?;
+    let a = norm(attr_i(n, "axis", 0), xs.len() as i64) as usize;
+    let v = xs[a];
+    let p: i64 = xs[..a].iter().product();
+    let d: i64 = xs[a + 1..].iter().product();
+    let count: i64 = g.shape(&n.input[1])?.iter().product();
+    if p * count * d == 0 {
+        return g.zeros(&xs);
+    }
+    let idx = gather_indices(g, &n.input[1], v, count)?;
+    let t = if g.opset >= 16 {
+        let add = || vec![astr("reduction", "add")];
+        if p == 1 {
+            let rows = g.reshape(&idx, &[count, 1])?;
+            let gy2 = g.reshape(gy, &[count, d])?;
+            let z = g.zeros(&[v, d])?;
+            g.op("ScatterND", &[&z, &rows, &gy2], add())?
+        } else {
+            let gy3 = g.reshape(gy, &[p, count, d])?;
+            let outer: Vec<i64> = (0..p).collect();
+            let outer = g.const_i64_shaped(&[p, 1, 1], &outer);
+            let inner = g.reshape(&idx, &[1, count, 1])?;
+            let shape = g.const_i64(&[p, count, 1]);
+            let outer = g.op("Expand", &[&outer, &shape], vec![])?;
+            let inner = g.op("Expand", &[&inner, &shape], vec![])?;
+            let addr = g.op("Concat", &[&outer, &inner], vec![ai("axis", 2)])?;
+            let z = g.zeros(&[p, v, d])?;
+            g.op("ScatterND", &[&z, &addr, &gy3], add())?
+        }
+    } else {
+        let rows: Vec<i64> = (0..v).collect();
+        let rows = g.const_i64_shaped(&[v, 1], &rows);
+        let cols = g.reshape(&idx, &[1, count])?;
+        let eq = g.op("Equal", &[&rows, &cols], vec![])?;
+        let onehot = g.op("Cast", &[&eq], vec![ai("to", F32 as i64)])?;
+        // [V, N] x [N, D], or batched over P: [V, N] x [P, N, D] -> [P, V, D].
+        let gy3 = if p == 1 {
+            g.reshape(gy, &[count, d])?
+        } else {
+            g.reshape(gy, &[p, count, d])?
+        };
+        g.op("MatMul", &[&onehot, &gy3], vec![])?
+    };
+    g.reshape(&t, &xs)
+}
+
+/// Gather's indices as a flat int64 vector, negative ones wrapped by `v`:
+/// tract's ScatterND does not wrap them, and the one-hot comparison needs a
+/// single spelling of each row.
+fn gather_indices(g: &mut Graph, idx: &str, v: i64, count: i64) -> Result<String> {
+    if let Some(k) = g.known(idx) {
+        let vals: Vec<i64> = k
+            .ints()
+            .into_iter()
+            .map(|i| if i < 0 { i + v } else { i })
+            .collect();
+        return Ok(g.const_i64(&vals));
+    }
+    let mut i = idx.to_string();
+    if g.info(idx)?.dtype != I64 {
+        i = g.op("Cast", &[&i], vec![ai("to", I64 as i64)])?;
+    }
+    let i = g.reshape(&i, &[count])?;
+    let zero = g.const_i64(&[0]);
+    let neg = g.op("Less", &[&i, &zero], vec![])?;
+    let vc = g.const_i64(&[v]);
+    let wrapped = g.op("Add", &[&i, &vc], vec![])?;
+    g.op("Where", &[&neg, &wrapped, &i], vec![])
 }
 
 fn gelu(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
@@ -470,19 +586,40 @@ fn binary(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grad
             }
         }
         _ => {
-            // Max/Min: the gradient goes to the input that was selected.
-            if n.input.len() != 2 {
-                return Err(node_err(n, "gradient of variadic Max/Min is not supported"));
-            }
-            let zero = g.scalar(0.0);
-            for (i, r) in res.iter_mut().enumerate() {
-                if need(i) {
-                    let m = g.op("Equal", &[&n.input[i], &n.output[0]], vec![])?;
-                    let t = g.op("Where", &[&m, gy, &zero], vec![])?;
-                    let s = shape(g, i)?;
-                    *r = Some(g.reduce_to(&t, &s)?);
-                }
-            }
+            return Err(TrainError::UnsupportedOp {
+                node: super::ir::label(n),
+                op: n.op_type.clone(),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Max and Min (any number of inputs): the output's gradient goes to the
+/// inputs equal to the output. Where k inputs tie for an element, each gets
+/// 1/k of its gradient, so the shares always add up to the whole; with two
+/// inputs this is the convention of PyTorch's maximum/minimum and of JAX.
+/// Inputs whose gradient nobody needs still count in the ties.
+fn extremum(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grads) -> Result<()> {
+    let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+    if n.input.len() == 1 {
+        res[0] = Some(gy.to_string());
+        return Ok(());
+    }
+    let y = n.output[0].as_str();
+    let mut masks = vec![];
+    for x in &n.input {
+        let eq = g.op("Equal", &[x, y], vec![])?;
+        masks.push(g.op("Cast", &[&eq], vec![ai("to", F32 as i64)])?);
+    }
+    let refs: Vec<&str> = masks.iter().map(String::as_str).collect();
+    let ties = g.op("Sum", &refs, vec![])?;
+    let share = g.op("Div", &[gy, &ties], vec![])?;
+    for (i, m) in masks.iter().enumerate() {
+        if need(i) {
+            let t = g.op("Mul", &[&share, m], vec![])?;
+            let s = g.shape(&n.input[i])?;
+            res[i] = Some(g.reduce_to(&t, &s)?);
         }
     }
     Ok(())

@@ -563,6 +563,9 @@ impl Graph {
     pub fn const_i64(&mut self, vals: &[i64]) -> String {
         self.cached_init(tensor_i64("", &[vals.len() as i64], vals))
     }
+    pub fn const_i64_shaped(&mut self, dims: &[i64], vals: &[i64]) -> String {
+        self.cached_init(tensor_i64("", dims, vals))
+    }
     pub fn const_f32(&mut self, dims: &[i64], vals: &[f32]) -> String {
         self.cached_init(tensor_f32("", dims, vals))
     }
@@ -1199,6 +1202,9 @@ impl Graph {
             let a = norm_axis(axes[i], r);
             let d = shape[a];
             let step = steps[i];
+            if step == 0 {
+                return Err(node_err(n, "Slice step must not be 0"));
+            }
             let fix = |v: i64, lo: i64, hi: i64| {
                 let v = if v < 0 { v.saturating_add(d) } else { v };
                 v.clamp(lo, hi)

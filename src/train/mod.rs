@@ -74,7 +74,8 @@ pub struct TrainGraphOptions {
     pub batch_size: Option<i64>,
     /// Train exactly these initializers instead of the automatic choice
     /// (weights and biases of Gemm/MatMul/Conv/ConvTranspose, scales and
-    /// shifts of BatchNormalization/LayerNormalization).
+    /// shifts of BatchNormalization/LayerNormalization, embedding tables:
+    /// float tables of two or more dimensions that Gather reads along axis 0).
     pub trainable: Option<Vec<String>>,
     /// Initializers to keep frozen even if the automatic choice picks them.
     pub frozen: Vec<String>,

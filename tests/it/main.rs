@@ -9,3 +9,4 @@ mod hostile;
 mod locate;
 pub mod roundtrip;
 mod train;
+mod train_rules;
