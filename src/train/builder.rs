@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
-use crate::onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+use crate::onnx::pb::{DataType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 
 use super::grad::{backward, is_non_differentiable};
 use super::ir::{
@@ -470,6 +470,27 @@ impl<'a> Builder<'a> {
         let a = attr_i(n, "axis", -1);
         let a = if a < 0 { a + r } else { a };
         let axes: Vec<i64> = (a..r).collect();
+        let stash = attr_i(n, "stash_type", 1);
+        if g.info(&x)?.dtype == F32 && stash == DataType::Float as i64 {
+            // The fused node, asked for its optional Mean and InvStdDev
+            // outputs: three nodes instead of ten, and each node costs the
+            // runtime a dispatch however small its tensors are.
+            let mean = g.fresh("ln_mean");
+            let invstd = g.fresh("ln_invstd");
+            let mut fused = n.clone();
+            fused.output = vec![n.output[0].clone(), mean.clone(), invstd.clone()];
+            g.push(fused)?;
+            let xc = g.op("Sub", &[&x, &mean], vec![])?;
+            let xhat = g.op("Mul", &[&xc, &invstd], vec![])?;
+            self.req.insert(n.output[0].clone());
+            self.tape.push(Step::LayerNorm {
+                node: n.clone(),
+                xhat,
+                invstd,
+                axes,
+            });
+            return Ok(());
+        }
         let eps = attr_f(n, "epsilon", 1e-5);
         let mean = g.reduce("ReduceMean", &x, &axes, true)?;
         let xc = g.op("Sub", &[&x, &mean], vec![])?;
