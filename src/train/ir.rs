@@ -632,19 +632,55 @@ impl Graph {
         if perm.iter().enumerate().all(|(i, &p)| p == i as i64) {
             return Ok(x.to_string());
         }
+        let producer = self
+            .nodes
+            .iter()
+            .rev()
+            .find(|n| n.output.first().is_some_and(|o| o == x))
+            .cloned();
+        if let Some(p) = producer.as_ref().filter(|p| p.op_type == "Transpose") {
+            // Two transposes are one: the inner one is pruned if nothing
+            // else reads it, and the pair may cancel.
+            let r = perm.len() as i64;
+            let inner = attr_ints(p, "perm").unwrap_or_else(|| (0..r).rev().collect());
+            let composed: Vec<i64> = perm.iter().map(|&q| inner[q as usize]).collect();
+            return self.transpose(&p.input[0], &composed);
+        }
+        let r = perm.len();
+        let swaps_last = r >= 2
+            && perm[r - 2] == r as i64 - 1
+            && perm[r - 1] == r as i64 - 2
+            && perm[..r - 2]
+                .iter()
+                .enumerate()
+                .all(|(i, &q)| q == i as i64);
+        let matmul = producer.as_ref().filter(|p| {
+            p.op_type == "MatMul" && p.name.starts_with("pa_train/") && p.input.len() == 2
+        });
+        if let Some(mm) = matmul.filter(|_| swaps_last) {
+            // (P Q)^T = Q^T P^T over the last two axes: the operands'
+            // transposes fold into the product (or cancel with the
+            // transposes that made them) instead of moving the result.
+            let mm = mm.clone();
+            let (ra, rb) = (self.rank(&mm.input[0])?, self.rank(&mm.input[1])?);
+            if ra >= 2 && rb >= 2 {
+                let swap = |n: usize| -> Vec<i64> {
+                    let mut v: Vec<i64> = (0..n as i64).collect();
+                    v.swap(n - 2, n - 1);
+                    v
+                };
+                let qt = self.transpose(&mm.input[1], &swap(rb))?;
+                let pt = self.transpose(&mm.input[0], &swap(ra))?;
+                return self.op("MatMul", &[&qt, &pt], vec![]);
+            }
+        }
         if perm == [1, 0] {
             // (A B)^T = B^T A^T: a Gemm can write its product transposed for
             // free. Weights stored [out, in] behind a Transpose make this the
             // common case; the original Gemm is pruned if nothing else reads it.
-            let gemm = self
-                .nodes
-                .iter()
-                .rev()
-                .find(|n| n.output.first().is_some_and(|o| o == x))
-                .filter(|n| {
-                    n.op_type == "Gemm" && n.input.len() == 2 && n.name.starts_with("pa_train/")
-                })
-                .cloned();
+            let gemm = producer.filter(|n| {
+                n.op_type == "Gemm" && n.input.len() == 2 && n.name.starts_with("pa_train/")
+            });
             if let Some(gemm) = gemm {
                 let ta = attr_i(&gemm, "transA", 0) != 0;
                 let tb = attr_i(&gemm, "transB", 0) != 0;
