@@ -6,7 +6,8 @@ was discontinued; this measures how far they are from it. Needs a Python 3.11
 venv with onnxruntime-training-cpu==1.19.2, onnx==1.16.2, numpy and torch:
     python scripts/ort_training_bench.py [mlp cnn_bn resnet mobilenet transformer]
 T1=1 in the environment pins ONNX Runtime to one intra-op thread, to compare
-with `PA_BENCH_THREADS=1 cargo bench --bench train_step`.
+with `PA_BENCH_THREADS=1 cargo bench --bench train_step`; ITERS sets the
+number of timed steps (60 by default).
 """
 import os, sys, time, shutil
 import numpy as np
@@ -55,6 +56,6 @@ for case in sys.argv[1:] or ["mlp", "cnn_bn", "resnet", "mobilenet", "transforme
     for _ in range(5):
         step()
     times = []
-    for _ in range(60):
+    for _ in range(int(os.environ.get("ITERS", "60"))):
         t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-    print(f"{case}: ORT-training 1.19.2 step median {np.median(times)*1e3:.2f} ms (min {min(times)*1e3:.2f})", flush=True)
+    print(f"{case}: ORT-training 1.19.2 step median {np.median(times)*1e3:.3f} ms (min {min(times)*1e3:.3f})", flush=True)
