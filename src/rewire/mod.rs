@@ -13,6 +13,7 @@ pub mod sort;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -173,10 +174,31 @@ pub fn strength(vals: &[f64], rows: usize, cols: usize) -> Strength {
     strength_by(vals, rows, cols, |&v| v)
 }
 
-fn strength_by<T>(items: &[T], rows: usize, cols: usize, value: impl Fn(&T) -> f64) -> Strength {
+fn strength_by<T: Sync>(
+    items: &[T],
+    rows: usize,
+    cols: usize,
+    value: impl Fn(&T) -> f64 + Sync,
+) -> Strength {
     let mut row = vec![0f64; rows];
     let mut col = vec![0f64; cols];
-    sums(items, value, &mut row, &mut col);
+    if items.len() >= PARALLEL_MIN && rows >= 2 {
+        // Two halves of the rows, whatever the thread count, so the column
+        // sums are added in the same order every time.
+        let half = rows / 2;
+        let (top, bottom) = items.split_at(half * cols);
+        let (row_top, row_bottom) = row.split_at_mut(half);
+        let mut col_bottom = vec![0f64; cols];
+        rayon::join(
+            || sums(top, &value, row_top, &mut col),
+            || sums(bottom, &value, row_bottom, &mut col_bottom),
+        );
+        for (c, b) in col.iter_mut().zip(&col_bottom) {
+            *c += b;
+        }
+    } else {
+        sums(items, value, &mut row, &mut col);
+    }
     Strength {
         row_std: std_dev(&row),
         col_std: std_dev(&col),
@@ -726,22 +748,41 @@ fn transpose(src: &[u32], rows: usize, cols: usize, dst: &mut Vec<u32>) {
     assert_eq!(src.len(), rows * cols);
     // Every element is written below; the buffer is only sized.
     dst.resize(src.len(), 0);
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    // Each band of TILE rows of dst (TILE columns of src) is independent;
+    // bands run on both cores when the matrix is large enough to pay for it.
+    let band = |(b, out): (usize, &mut [u32])| transpose_band(src, rows, cols, b * TILE, out);
+    if src.len() >= PARALLEL_MIN {
+        dst.par_chunks_mut(TILE * rows).enumerate().for_each(band);
+    } else {
+        dst.chunks_mut(TILE * rows).enumerate().for_each(band);
+    }
+}
+
+/// Matrices at least this large have their transposes and strength sums
+/// split between threads.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// Columns `j0..j0 + TILE` of `src` into `out`, rows `j0..` of the
+/// transpose.
+fn transpose_band(src: &[u32], rows: usize, cols: usize, j0: usize, out: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let j1 = (j0 + TILE).min(cols);
     for i0 in (0..rows).step_by(TILE) {
-        for j0 in (0..cols).step_by(TILE) {
-            let (i1, j1) = ((i0 + TILE).min(rows), (j0 + TILE).min(cols));
-            #[cfg(target_arch = "x86_64")]
-            if avx2 && i1 - i0 == TILE && j1 - j0 == TILE {
-                // SAFETY: the CPU supports AVX2, and the tile lies inside
-                // both matrices.
-                unsafe { tile_avx2(src, dst, rows, cols, i0, j0) };
-                continue;
-            }
-            for i in i0..i1 {
-                for j in j0..j1 {
-                    dst[j * rows + i] = src[i * cols + j];
-                }
+        let i1 = (i0 + TILE).min(rows);
+        #[cfg(target_arch = "x86_64")]
+        if avx2 && i1 - i0 == TILE && j1 - j0 == TILE {
+            // SAFETY: the CPU supports AVX2, and the tile lies inside src
+            // and, shifted by j0 rows, inside out.
+            unsafe { tile_avx2(src, out, rows, cols, i0, j0) };
+            continue;
+        }
+        for i in i0..i1 {
+            for j in j0..j1 {
+                out[(j - j0) * rows + i] = src[i * cols + j];
             }
         }
     }
@@ -749,7 +790,8 @@ fn transpose(src: &[u32], rows: usize, cols: usize, dst: &mut Vec<u32>) {
 
 const TILE: usize = 32;
 
-/// One full tile of [`transpose`].
+/// One full tile of [`transpose`]; `dst` is the band that starts at row
+/// `j0` of the transpose.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn tile_avx2(src: &[u32], dst: &mut [u32], rows: usize, cols: usize, i0: usize, j0: usize) {
@@ -783,7 +825,7 @@ unsafe fn tile_avx2(src: &[u32], dst: &mut [u32], rows: usize, cols: usize, i0: 
                 _mm256_permute2x128_si256(u3, u7, 0x31),
             ];
             for (k, v) in out.into_iter().enumerate() {
-                _mm256_storeu_si256(d.add((bj + k) * rows + bi) as *mut __m256i, v);
+                _mm256_storeu_si256(d.add((bj - j0 + k) * rows + bi) as *mut __m256i, v);
             }
         }
     }
@@ -915,13 +957,13 @@ pub fn stabilize(vals: &mut [f64], rows: usize, cols: usize, k: u32, rng: &mut C
     stabilize_by(vals, rows, cols, k, rng, |&v| v);
 }
 
-fn stabilize_by<T: Copy>(
+fn stabilize_by<T: Copy + Sync>(
     items: &mut [T],
     rows: usize,
     cols: usize,
     k: u32,
     rng: &mut ChaCha8Rng,
-    value: impl Fn(&T) -> f64 + Copy,
+    value: impl Fn(&T) -> f64 + Copy + Sync,
 ) {
     let n = items.len();
     let mut best: Option<(f64, Vec<T>)> = None;
@@ -982,7 +1024,7 @@ mod tests {
 
     #[test]
     fn transpose_matches_the_definition() {
-        for (rows, cols) in [(1, 1), (3, 5), (32, 32), (64, 96), (70, 33), (8, 200)] {
+        for (rows, cols) in [(1, 1), (3, 5), (32, 32), (64, 96), (70, 33), (8, 200), (300, 257)] {
             let src: Vec<u32> = (0..(rows * cols) as u32)
                 .map(|x| x.wrapping_mul(2654435761))
                 .collect();
