@@ -1024,7 +1024,15 @@ mod tests {
 
     #[test]
     fn transpose_matches_the_definition() {
-        for (rows, cols) in [(1, 1), (3, 5), (32, 32), (64, 96), (70, 33), (8, 200), (300, 257)] {
+        for (rows, cols) in [
+            (1, 1),
+            (3, 5),
+            (32, 32),
+            (64, 96),
+            (70, 33),
+            (8, 200),
+            (300, 257),
+        ] {
             let src: Vec<u32> = (0..(rows * cols) as u32)
                 .map(|x| x.wrapping_mul(2654435761))
                 .collect();
