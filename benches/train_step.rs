@@ -17,7 +17,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use pa_onnx::backend::{self, BackendKind, BackendOptions, HostTensor, TensorData};
-use pa_onnx::train::{build_training_graph, Sgd, TrainGraphOptions, Trainer};
+use pa_onnx::train::{build_training_graph, GraphTarget, Sgd, TrainGraphOptions, Trainer};
 use rand::{Rng, SeedableRng};
 
 const CASES: [&str; 5] = ["mlp", "cnn_bn", "resnet", "mobilenet", "transformer"];
@@ -29,7 +29,11 @@ fn train_step(c: &mut Criterion) {
     for case in CASES {
         let path = root.join(case).join("bench.onnx");
         let model = std::fs::read(&path).unwrap();
-        let graph = build_training_graph(&model, &TrainGraphOptions::default()).unwrap();
+        let opts = TrainGraphOptions {
+            target: GraphTarget::OnnxRuntime,
+            ..TrainGraphOptions::default()
+        };
+        let graph = build_training_graph(&model, &opts).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let x = &graph.data_inputs[0];
         let shape: Vec<usize> = x.shape.iter().map(|&d| d as usize).collect();

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use pa_onnx::train::{build_training_graph, LossKind, TrainGraphOptions};
+use pa_onnx::train::{build_training_graph, GraphTarget, LossKind, TrainGraphOptions};
 use pa_onnx::Error;
 
 use super::{Printer, Status};
@@ -14,6 +14,15 @@ enum LossArg {
     Ce,
     /// Mean squared error against a float `targets` input.
     Mse,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TargetArg {
+    /// Loads in ONNX Runtime and in tract.
+    Portable,
+    /// ONNX Runtime only, a few percent faster there (BatchNormalization
+    /// fed the batch statistics, which tract refuses).
+    Onnxruntime,
 }
 
 #[derive(Debug, clap::Args)]
@@ -30,6 +39,9 @@ pub struct Args {
     /// Keep Dropout as identity instead of training mode.
     #[arg(long)]
     no_dropout: bool,
+    /// The runtimes the graph must load in.
+    #[arg(long, value_enum, default_value = "portable")]
+    target: TargetArg,
     /// Replace OUTPUT if it is the input model.
     #[arg(long)]
     force: bool,
@@ -51,6 +63,10 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         },
         batch_size: args.batch_size,
         dropout: !args.no_dropout,
+        target: match args.target {
+            TargetArg::Portable => GraphTarget::Portable,
+            TargetArg::Onnxruntime => GraphTarget::OnnxRuntime,
+        },
         ..Default::default()
     };
     let graph = build_training_graph(&bytes, &opts)?;

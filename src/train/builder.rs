@@ -18,7 +18,8 @@ use super::ir::{
     Graph, Info, Result, F32, I64,
 };
 use super::{
-    DataInput, LossKind, RunningStat, TrainError, TrainGraphOptions, TrainTensor, TrainingGraph,
+    DataInput, GraphTarget, LossKind, RunningStat, TrainError, TrainGraphOptions, TrainTensor,
+    TrainingGraph,
 };
 
 /// One forward step as the backward pass sees it.
@@ -412,16 +413,32 @@ impl<'a> Builder<'a> {
         let sd = g.op("Sqrt", &[&ve], vec![])?;
         let invstd = g.op("Reciprocal", &[&sd], vec![])?;
         let scale_r = g.reshape(&scale, &bshape)?;
-        let bias_r = g.reshape(&bias, &bshape)?;
         let k = g.op("Mul", &[&scale_r, &invstd], vec![])?;
-        let y0 = g.op("Mul", &[&xc, &k], vec![])?;
-        g.push(NodeProto {
-            input: vec![y0, bias_r],
+        let output = NodeProto {
             output: vec![n.output[0].clone()],
             name: format!("{}/output", label(n)),
-            op_type: "Add".into(),
             ..Default::default()
-        })?;
+        };
+        if self.opts.target == GraphTarget::OnnxRuntime {
+            // The operator in inference form, fed the batch statistics: one
+            // pass over the tensor where Mul then Add take two.
+            let mean_c = g.reshape(&mean, &[c])?;
+            let var_c = g.reshape(&var, &[c])?;
+            g.push(NodeProto {
+                input: vec![x.clone(), scale.clone(), bias.clone(), mean_c, var_c],
+                op_type: "BatchNormalization".into(),
+                attribute: vec![af("epsilon", eps)],
+                ..output
+            })?;
+        } else {
+            let bias_r = g.reshape(&bias, &bshape)?;
+            let y0 = g.op("Mul", &[&xc, &k], vec![])?;
+            g.push(NodeProto {
+                input: vec![y0, bias_r],
+                op_type: "Add".into(),
+                ..output
+            })?;
+        }
         // Running statistics, when the model keeps them.
         let keep = g.scalar(momentum);
         let blend = g.scalar(1.0 - momentum);
@@ -734,6 +751,27 @@ impl<'a> Builder<'a> {
             let iv2 = g.op("Mul", &[invstd, invstd], vec![])?;
             let a2 = g.op("Mul", &[&s2, &iv2], vec![])?;
             let a2 = g.op("Mul", &[&a2, &m], vec![])?;
+            if self.opts.target == GraphTarget::OnnxRuntime {
+                // dx = k gy - k a1 - (k a2) xc. The first two terms are a
+                // per-channel affine map of gy, which BatchNormalization in
+                // inference form computes in one pass (mean 0, variance 1,
+                // epsilon 0); three passes over the tensor instead of four.
+                let shift = g.op("Mul", &[k, &a1], vec![])?;
+                let shift = g.op("Neg", &[&shift], vec![])?;
+                let shift = g.reshape(&shift, &[c])?;
+                let scale = g.reshape(k, &[c])?;
+                let zero = g.const_f32(&[c], &vec![0.0; c as usize]);
+                let one = g.const_f32(&[c], &vec![1.0; c as usize]);
+                let affine = g.op(
+                    "BatchNormalization",
+                    &[gy, &scale, &shift, &zero, &one],
+                    vec![af("epsilon", 0.0)],
+                )?;
+                let c2 = g.op("Mul", &[k, &a2], vec![])?;
+                let t = g.op("Mul", &[xc, &c2], vec![])?;
+                res[0] = Some(g.op("Sub", &[&affine, &t], vec![])?);
+                return Ok(res);
+            }
             let t = g.op("Mul", &[xc, &a2], vec![])?;
             let t = g.op("Add", &[&t, &a1], vec![])?;
             let d = g.op("Sub", &[gy, &t], vec![])?;

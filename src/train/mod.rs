@@ -84,6 +84,21 @@ pub struct TrainGraphOptions {
     /// Seed of the Dropout masks' random generators (node k gets seed + k);
     /// `None` leaves them unseeded.
     pub dropout_seed: Option<i64>,
+    /// Which runtimes the graph must load in.
+    pub target: GraphTarget,
+}
+
+/// Which runtimes a training graph is written for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GraphTarget {
+    /// ONNX Runtime and tract: only forms both load.
+    #[default]
+    Portable,
+    /// ONNX Runtime only, which allows faster forms: BatchNormalization's
+    /// output comes from the operator itself in inference form, fed the
+    /// batch statistics (one pass over the tensor instead of a Mul and an
+    /// Add). tract refuses that form: it wants constant statistics.
+    OnnxRuntime,
 }
 
 impl Default for TrainGraphOptions {
@@ -95,6 +110,7 @@ impl Default for TrainGraphOptions {
             frozen: vec![],
             dropout: true,
             dropout_seed: Some(0),
+            target: GraphTarget::Portable,
         }
     }
 }
