@@ -298,6 +298,31 @@ fn train_graph_writes_a_loadable_model() {
     assert_eq!(o.status.code(), Some(2), "overwrote its input");
 }
 
+/// `--target onnxruntime` keeps BatchNormalization operators (fed the batch
+/// statistics); the portable graph has none, so tract can load it.
+#[test]
+fn train_graph_target_decides_the_batch_norm_form() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let input =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/torch/cnn_bn_unfused.onnx");
+    let count = |target: &str| {
+        let out = dir.path().join(format!("{target}.onnx"));
+        let o = pa(&["train-graph", s(&input), s(&out), "--target", target]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let m = pa_onnx::onnx::pb::ModelProto::decode(&std::fs::read(&out).unwrap()[..]).unwrap();
+        let g = m.graph.unwrap();
+        g.node
+            .iter()
+            .filter(|n| n.op_type == "BatchNormalization")
+            .count()
+    };
+    assert_eq!(count("portable"), 0);
+    assert!(count("onnxruntime") > 0);
+    let o = pa(&["train-graph", s(&input), "x.onnx", "--target", "tensorrt"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
 /// Issue 4's acceptance: every committed model, rewired, verifies on tract
 /// and ONNX Runtime CPU (each backend passes, or is skipped with a reason
 /// when it cannot load that model or is not installed).
