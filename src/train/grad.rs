@@ -903,34 +903,64 @@ fn conv(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grads)
     let group = attr_i(n, "group", 1);
     let sp = xs.len() - 2;
     if need(0) {
-        if let Some(dx) = input_grad_by_product(g, n, gy, &w, &geo, &kernel, group)? {
-            res[0] = Some(dx);
-            return finish_conv(g, n, gy, needs, res, &geo, &kernel, group);
-        }
-        // dX = ConvTranspose(dY, W): output_padding restores the rows a
-        // strided convolution dropped at the end.
-        let mut op_pad = vec![0; sp];
-        for i in 0..sp {
-            let natural =
-                geo.strides[i] * (geo.out[i] - 1) + (kernel[i] - 1) * geo.dilations[i] + 1
-                    - geo.pads_begin[i]
-                    - geo.pads_end[i];
-            op_pad[i] = xs[i + 2] - natural;
-        }
-        let mut attrs = conv_attrs(&geo.strides, &geo.dilations, &geo.pads(), group);
-        attrs.push(aints("kernel_shape", &kernel));
-        if op_pad.iter().any(|&p| p != 0) {
-            if op_pad.iter().any(|&p| p < 0) {
-                return Err(node_err(
-                    n,
-                    format!("cannot restore input size with output_padding {op_pad:?}"),
-                ));
-            }
-            attrs.push(aints("output_padding", &op_pad));
-        }
-        res[0] = Some(g.op("ConvTranspose", &[gy, &w], attrs)?);
+        res[0] = Some(
+            match input_grad_by_product(g, n, gy, &w, &geo, &kernel, group)? {
+                Some(dx) => dx,
+                None => input_grad_by_transpose(g, n, gy, &w, &geo, &kernel, group)?,
+            },
+        );
     }
-    finish_conv(g, n, gy, needs, res, &geo, &kernel, group)
+    if need(1) {
+        res[1] = Some(weight_grad(
+            g,
+            &x,
+            gy,
+            group,
+            &geo.strides,
+            &geo.dilations,
+            &geo.pads(),
+            &kernel,
+        )?);
+    }
+    if need(2) {
+        let axes: Vec<i64> = std::iter::once(0).chain(2..2 + sp as i64).collect();
+        res[2] = Some(g.reduce("ReduceSum", gy, &axes, false)?);
+    }
+    Ok(())
+}
+
+/// dX = ConvTranspose(dY, W): output_padding restores the rows a strided
+/// convolution dropped at the end.
+fn input_grad_by_transpose(
+    g: &mut Graph,
+    n: &NodeProto,
+    gy: &str,
+    w: &str,
+    geo: &super::ir::Geom,
+    kernel: &[i64],
+    group: i64,
+) -> Result<String> {
+    let xs = g.shape(&n.input[0])?;
+    let sp = kernel.len();
+    let mut op_pad = vec![0; sp];
+    for i in 0..sp {
+        let natural = geo.strides[i] * (geo.out[i] - 1) + (kernel[i] - 1) * geo.dilations[i] + 1
+            - geo.pads_begin[i]
+            - geo.pads_end[i];
+        op_pad[i] = xs[i + 2] - natural;
+    }
+    let mut attrs = conv_attrs(&geo.strides, &geo.dilations, &geo.pads(), group);
+    attrs.push(aints("kernel_shape", kernel));
+    if op_pad.iter().any(|&p| p != 0) {
+        if op_pad.iter().any(|&p| p < 0) {
+            return Err(node_err(
+                n,
+                format!("cannot restore input size with output_padding {op_pad:?}"),
+            ));
+        }
+        attrs.push(aints("output_padding", &op_pad));
+    }
+    g.op("ConvTranspose", &[gy, w], attrs)
 }
 
 /// dX of a convolution in a form cheaper than ConvTranspose, where one
@@ -990,40 +1020,6 @@ fn input_grad_by_product(
         }
     }
     Ok(None)
-}
-
-/// The weight and bias gradients of a convolution.
-#[allow(clippy::too_many_arguments)]
-fn finish_conv(
-    g: &mut Graph,
-    n: &NodeProto,
-    gy: &str,
-    needs: &[bool],
-    res: &mut Grads,
-    geo: &super::ir::Geom,
-    kernel: &[i64],
-    group: i64,
-) -> Result<()> {
-    let need = |i: usize| needs.get(i).copied().unwrap_or(false);
-    let x = n.input[0].clone();
-    let sp = kernel.len();
-    if need(1) {
-        res[1] = Some(weight_grad(
-            g,
-            &x,
-            gy,
-            group,
-            &geo.strides,
-            &geo.dilations,
-            &geo.pads(),
-            &kernel,
-        )?);
-    }
-    if need(2) {
-        let axes: Vec<i64> = std::iter::once(0).chain(2..2 + sp as i64).collect();
-        res[2] = Some(g.reduce("ReduceSum", gy, &axes, false)?);
-    }
-    Ok(())
 }
 
 fn conv_transpose(
