@@ -1,11 +1,15 @@
 //! Speed of one training step (batch 64) on the five reference models.
 //!
-//! A step is what [`Trainer::step`] does: feed batch, parameters and running
+//! `step` is what [`Trainer::step`] does: feed batch, parameters and running
 //! statistics to ONNX Runtime's CPU provider, run loss + gradients, update
-//! with SGD-momentum in Rust. The models are the `bench.onnx` exports next
-//! to the gradient fixtures (same weights as `model.onnx`, batch 64). The
-//! forward pass alone is timed too, as the yardstick a gradient graph is
-//! usually judged by (a backward pass costs about twice the forward).
+//! with SGD-momentum in Rust. `device_step` is [`DeviceTrainer::step`]:
+//! parameters, gradients and optimizer state stay in ONNX Runtime, the
+//! update is a second graph, only the batch goes in (ORT-training's way).
+//! The models are the `bench.onnx` exports next to the gradient fixtures
+//! (same weights as `model.onnx`, batch 64), built for the ONNX Runtime
+//! graph target. The forward pass alone is timed too, as the yardstick a
+//! gradient graph is usually judged by (a backward pass costs about twice
+//! the forward).
 //!
 //! Run: `cargo bench --bench train_step` (needs ONNX Runtime; see the
 //! backend module for how it is found). Without it the benchmark prints
@@ -17,7 +21,10 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use pa_onnx::backend::{self, BackendKind, BackendOptions, HostTensor, TensorData};
-use pa_onnx::train::{build_training_graph, GraphTarget, Sgd, TrainGraphOptions, Trainer};
+use pa_onnx::train::{
+    build_training_graph, DeviceOptimizer, DeviceTrainer, GraphTarget, Sgd, TrainGraphOptions,
+    Trainer,
+};
 use rand::{Rng, SeedableRng};
 
 const CASES: [&str; 5] = ["mlp", "cnn_bn", "resnet", "mobilenet", "transformer"];
@@ -66,6 +73,19 @@ fn train_step(c: &mut Criterion) {
         };
         g.bench_function(format!("{case}/forward"), |b| {
             b.iter(|| forward.run(&inputs).unwrap())
+        });
+        // The device trainer keeps parameters and optimizer state in the
+        // runtime and updates them with a second graph, as ORT-training
+        // does: the step to compare with scripts/ort_training_bench.py.
+        let sgd = DeviceOptimizer::Sgd {
+            lr: 1e-3,
+            momentum: 0.9,
+            weight_decay: 0.0,
+        };
+        let mut device =
+            DeviceTrainer::new(graph.clone(), BackendKind::OrtCpu, &opts, sgd).unwrap();
+        g.bench_function(format!("{case}/device_step"), |b| {
+            b.iter(|| device.step(&inputs, labels.clone()).unwrap())
         });
         let mut trainer = Trainer::new(
             graph,
