@@ -10,8 +10,8 @@
 use crate::onnx::pb::NodeProto;
 
 use super::ir::{
-    af, ai, aints, astr, attr_f, attr_i, attr_ints, attr_s, geometry, node_err, Graph, Result, F32,
-    I64,
+    af, ai, aints, astr, attr_f, attr_i, attr_ints, attr_s, geometry, node_err, swap_last, Geom,
+    Graph, Result, F32, I64,
 };
 use super::TrainError;
 
@@ -625,12 +625,6 @@ fn extremum(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Gr
     Ok(())
 }
 
-fn swap_last(r: usize) -> Vec<i64> {
-    let mut p: Vec<i64> = (0..r as i64).collect();
-    p.swap(r - 1, r - 2);
-    p
-}
-
 fn matmul(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grads) -> Result<()> {
     let (a, b) = (n.input[0].clone(), n.input[1].clone());
     let (sa, sb) = (g.shape(&a)?, g.shape(&b)?);
@@ -769,15 +763,12 @@ const PATCH_KERNEL_LIMIT: i64 = 1 << 20;
 /// `dW[g] = sum_n gY[n, g] . patches[n, g]^T` is a batched MatMul whose
 /// transposed operand ONNX Runtime folds into the GEMM, and a ReduceSum over
 /// the batch. Kernels of size one with no padding skip the patch convolution.
-#[allow(clippy::too_many_arguments)]
 fn weight_grad(
     g: &mut Graph,
     x: &str,
     gy: &str,
     group: i64,
-    strides: &[i64],
-    dilations: &[i64],
-    pads: &[i64],
+    geo: &Geom,
     kernel: &[i64],
 ) -> Result<String> {
     let xs = g.shape(x)?;
@@ -786,15 +777,16 @@ fn weight_grad(
     let sp = xs.len() - 2;
     let taps: i64 = kernel.iter().product();
     let positions: i64 = ys[2..].iter().product();
+    let pads = geo.pads();
     let pointwise = taps == 1 && pads.iter().all(|&p| p == 0);
     let patches = if pointwise {
-        if strides.iter().all(|&s| s == 1) {
+        if geo.strides.iter().all(|&s| s == 1) {
             x.to_string()
         } else {
             let starts = g.const_i64(&vec![0; sp]);
             let ends = g.const_i64(&xs[2..]);
             let axes = g.const_i64(&(2..2 + sp as i64).collect::<Vec<_>>());
-            let steps = g.const_i64(strides);
+            let steps = g.const_i64(&geo.strides);
             g.op("Slice", &[x, &starts, &ends, &axes, &steps], vec![])?
         }
     } else if c * taps * taps <= PATCH_KERNEL_LIMIT {
@@ -806,16 +798,16 @@ fn weight_grad(
         }
         let dims = [vec![c * taps, 1], kernel.to_vec()].concat();
         let k = g.const_f32(&dims, &onehot);
-        let mut attrs = conv_attrs(strides, dilations, pads, c);
+        let mut attrs = conv_attrs(&geo.strides, &geo.dilations, &pads, c);
         attrs.push(aints("kernel_shape", kernel));
         g.op("Conv", &[x, &k], attrs)?
     } else {
-        return weight_grad_by_conv(g, x, gy, group, strides, dilations, pads, kernel);
+        return weight_grad_by_conv(g, x, gy, group, geo, kernel);
     };
     // Transposed convolutions can leave input rows no output reaches; the
     // batch-as-channel form crops those, this one would mismatch.
     if g.shape(&patches)?[2..] != ys[2..] {
-        return weight_grad_by_conv(g, x, gy, group, strides, dilations, pads, kernel);
+        return weight_grad_by_conv(g, x, gy, group, geo, kernel);
     }
     let (cg, mg) = (c / group, m / group);
     let lead: Vec<i64> = if group == 1 {
@@ -838,15 +830,12 @@ fn weight_grad(
 /// The weight gradient of a (grouped) convolution as one convolution over
 /// the batch: batch becomes the reduction channel, the output gradient
 /// becomes the kernel. Returns `[O, I/g, k...]` cropped to `kernel`.
-#[allow(clippy::too_many_arguments)]
 fn weight_grad_by_conv(
     g: &mut Graph,
     x: &str,
     gy: &str,
     group: i64,
-    strides: &[i64],
-    dilations: &[i64],
-    pads: &[i64],
+    geo: &Geom,
     kernel: &[i64],
 ) -> Result<String> {
     let xs = g.shape(x)?;
@@ -878,7 +867,7 @@ fn weight_grad_by_conv(
     let w = g.op(
         "Conv",
         &[&xt, &yt],
-        conv_attrs(dilations, strides, pads, group),
+        conv_attrs(&geo.dilations, &geo.strides, &geo.pads(), group),
     )?;
     let ws = g.shape(&w)?;
     let w = if ws[2..] != *kernel {
@@ -911,16 +900,7 @@ fn conv(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grads)
         );
     }
     if need(1) {
-        res[1] = Some(weight_grad(
-            g,
-            &x,
-            gy,
-            group,
-            &geo.strides,
-            &geo.dilations,
-            &geo.pads(),
-            &kernel,
-        )?);
+        res[1] = Some(weight_grad(g, &x, gy, group, &geo, &kernel)?);
     }
     if need(2) {
         let axes: Vec<i64> = std::iter::once(0).chain(2..2 + sp as i64).collect();
@@ -936,7 +916,7 @@ fn input_grad_by_transpose(
     n: &NodeProto,
     gy: &str,
     w: &str,
-    geo: &super::ir::Geom,
+    geo: &Geom,
     kernel: &[i64],
     group: i64,
 ) -> Result<String> {
@@ -977,7 +957,7 @@ fn input_grad_by_product(
     n: &NodeProto,
     gy: &str,
     w: &str,
-    geo: &super::ir::Geom,
+    geo: &Geom,
     kernel: &[i64],
     group: i64,
 ) -> Result<Option<String>> {
@@ -1046,16 +1026,7 @@ fn conv_transpose(
         // Y[n,m,o] += X[n,c,h] W[c,m,i] with o = h*s + i*d - p: the same
         // correlation as a Conv weight gradient with X and dY swapped.
         // weight_grad's result is laid out [C, M/g, k], the ConvTranspose weight layout.
-        res[1] = Some(weight_grad(
-            g,
-            gy,
-            &x,
-            group,
-            &geo.strides,
-            &geo.dilations,
-            &geo.pads(),
-            &kernel,
-        )?);
+        res[1] = Some(weight_grad(g, gy, &x, group, &geo, &kernel)?);
     }
     if need(2) {
         let axes: Vec<i64> = std::iter::once(0).chain(2..2 + sp as i64).collect();

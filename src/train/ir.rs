@@ -412,6 +412,13 @@ fn norm_axis(a: i64, rank: usize) -> usize {
 
 // ---- the graph ----------------------------------------------------------------
 
+/// The permutation that swaps the last two of `r >= 2` axes.
+pub(crate) fn swap_last(r: usize) -> Vec<i64> {
+    let mut p: Vec<i64> = (0..r as i64).collect();
+    p.swap(r - 1, r - 2);
+    p
+}
+
 /// Nodes, initializers and the facts known about every value.
 pub(crate) struct Graph {
     pub nodes: Vec<NodeProto>,
@@ -646,14 +653,7 @@ impl Graph {
             let composed: Vec<i64> = perm.iter().map(|&q| inner[q as usize]).collect();
             return self.transpose(&p.input[0], &composed);
         }
-        let r = perm.len();
-        let swaps_last = r >= 2
-            && perm[r - 2] == r as i64 - 1
-            && perm[r - 1] == r as i64 - 2
-            && perm[..r - 2]
-                .iter()
-                .enumerate()
-                .all(|(i, &q)| q == i as i64);
+        let swaps_last = perm.len() >= 2 && perm == swap_last(perm.len());
         let matmul = producer.as_ref().filter(|p| {
             p.op_type == "MatMul" && p.name.starts_with("pa_train/") && p.input.len() == 2
         });
@@ -664,13 +664,8 @@ impl Graph {
             let mm = mm.clone();
             let (ra, rb) = (self.rank(&mm.input[0])?, self.rank(&mm.input[1])?);
             if ra >= 2 && rb >= 2 {
-                let swap = |n: usize| -> Vec<i64> {
-                    let mut v: Vec<i64> = (0..n as i64).collect();
-                    v.swap(n - 2, n - 1);
-                    v
-                };
-                let qt = self.transpose(&mm.input[1], &swap(rb))?;
-                let pt = self.transpose(&mm.input[0], &swap(ra))?;
+                let qt = self.transpose(&mm.input[1], &swap_last(rb))?;
+                let pt = self.transpose(&mm.input[0], &swap_last(ra))?;
                 return self.op("MatMul", &[&qt, &pt], vec![]);
             }
         }
