@@ -44,6 +44,32 @@ enum Step {
     },
 }
 
+/// Batch statistics over `axes`, kept dims: the mean, the centred input,
+/// the (biased) variance and 1 / sqrt(variance + eps).
+struct Moments {
+    mean: String,
+    xc: String,
+    var: String,
+    invstd: String,
+}
+
+fn moments(g: &mut Graph, x: &str, axes: &[i64], eps: f32) -> Result<Moments> {
+    let mean = g.reduce("ReduceMean", x, axes, true)?;
+    let xc = g.op("Sub", &[x, &mean], vec![])?;
+    let sq = g.op("Mul", &[&xc, &xc], vec![])?;
+    let var = g.reduce("ReduceMean", &sq, axes, true)?;
+    let e = g.scalar(eps);
+    let ve = g.op("Add", &[&var, &e], vec![])?;
+    let sd = g.op("Sqrt", &[&ve], vec![])?;
+    let invstd = g.op("Reciprocal", &[&sd], vec![])?;
+    Ok(Moments {
+        mean,
+        xc,
+        var,
+        invstd,
+    })
+}
+
 /// Builds the training graph of an encoded ONNX model.
 ///
 /// The graph's inputs are the model's inputs, `labels` (or `targets` for
@@ -404,14 +430,12 @@ impl<'a> Builder<'a> {
         let count: i64 = xs.iter().product::<i64>() / c;
         let mut bshape = vec![1; r];
         bshape[1] = c;
-        let mean = g.reduce("ReduceMean", &x, &axes, true)?;
-        let xc = g.op("Sub", &[&x, &mean], vec![])?;
-        let sq = g.op("Mul", &[&xc, &xc], vec![])?;
-        let var = g.reduce("ReduceMean", &sq, &axes, true)?;
-        let e = g.scalar(eps);
-        let ve = g.op("Add", &[&var, &e], vec![])?;
-        let sd = g.op("Sqrt", &[&ve], vec![])?;
-        let invstd = g.op("Reciprocal", &[&sd], vec![])?;
+        let Moments {
+            mean,
+            xc,
+            var,
+            invstd,
+        } = moments(g, &x, &axes, eps)?;
         let scale_r = g.reshape(&scale, &bshape)?;
         let k = g.op("Mul", &[&scale_r, &invstd], vec![])?;
         let output = NodeProto {
@@ -488,7 +512,7 @@ impl<'a> Builder<'a> {
         let a = if a < 0 { a + r } else { a };
         let axes: Vec<i64> = (a..r).collect();
         let stash = attr_i(n, "stash_type", 1);
-        if g.info(&x)?.dtype == F32 && stash == DataType::Float as i64 {
+        let (xhat, invstd) = if g.info(&x)?.dtype == F32 && stash == DataType::Float as i64 {
             // The fused node, asked for its optional Mean and InvStdDev
             // outputs: three nodes instead of ten, and each node costs the
             // runtime a dispatch however small its tensors are.
@@ -498,44 +522,26 @@ impl<'a> Builder<'a> {
             fused.output = vec![n.output[0].clone(), mean.clone(), invstd.clone()];
             g.push(fused)?;
             let xc = g.op("Sub", &[&x, &mean], vec![])?;
-            let xhat = g.op("Mul", &[&xc, &invstd], vec![])?;
-            self.req.insert(n.output[0].clone());
-            self.tape.push(Step::LayerNorm {
-                node: n.clone(),
-                xhat,
-                invstd,
-                axes,
-            });
-            return Ok(());
-        }
-        let eps = attr_f(n, "epsilon", 1e-5);
-        let mean = g.reduce("ReduceMean", &x, &axes, true)?;
-        let xc = g.op("Sub", &[&x, &mean], vec![])?;
-        let sq = g.op("Mul", &[&xc, &xc], vec![])?;
-        let var = g.reduce("ReduceMean", &sq, &axes, true)?;
-        let e = g.scalar(eps);
-        let ve = g.op("Add", &[&var, &e], vec![])?;
-        let sd = g.op("Sqrt", &[&ve], vec![])?;
-        let invstd = g.op("Reciprocal", &[&sd], vec![])?;
-        let xhat = g.op("Mul", &[&xc, &invstd], vec![])?;
-        let has_bias = n.input.get(2).is_some_and(|s| !s.is_empty());
-        let y = if has_bias {
-            g.op("Mul", &[&xhat, &n.input[1]], vec![])?
+            (g.op("Mul", &[&xc, &invstd], vec![])?, invstd)
         } else {
-            xhat.clone()
+            let m = moments(g, &x, &axes, attr_f(n, "epsilon", 1e-5))?;
+            let xhat = g.op("Mul", &[&m.xc, &m.invstd], vec![])?;
+            let has_bias = n.input.get(2).is_some_and(|s| !s.is_empty());
+            let (op, ins) = if has_bias {
+                let y = g.op("Mul", &[&xhat, &n.input[1]], vec![])?;
+                ("Add", vec![y, n.input[2].clone()])
+            } else {
+                ("Mul", vec![xhat.clone(), n.input[1].clone()])
+            };
+            g.push(NodeProto {
+                input: ins,
+                output: vec![n.output[0].clone()],
+                name: format!("{}/output", label(n)),
+                op_type: op.into(),
+                ..Default::default()
+            })?;
+            (xhat, m.invstd)
         };
-        let (op, ins) = if has_bias {
-            ("Add", vec![y, n.input[2].clone()])
-        } else {
-            ("Mul", vec![xhat.clone(), n.input[1].clone()])
-        };
-        g.push(NodeProto {
-            input: ins,
-            output: vec![n.output[0].clone()],
-            name: format!("{}/output", label(n)),
-            op_type: op.into(),
-            ..Default::default()
-        })?;
         self.req.insert(n.output[0].clone());
         self.tape.push(Step::LayerNorm {
             node: n.clone(),
