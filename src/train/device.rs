@@ -229,17 +229,13 @@ impl DeviceTrainer {
         opts: &BackendOptions,
         opt: DeviceOptimizer,
     ) -> Result<Self, TrainError> {
-        let dir = tempfile::tempdir().map_err(|e| run_err(format!("temporary folder: {e}")))?;
-        let write = |name: &str, bytes: &[u8]| -> Result<std::path::PathBuf, TrainError> {
-            let path = dir.path().join(name);
-            std::fs::write(&path, bytes)
-                .map_err(|e| run_err(format!("{}: {e}", path.display())))?;
-            Ok(path)
-        };
-        let train_path = write("training.onnx", &graph.model)?;
-        let update_path = write("update.onnx", &update_graph(&graph.params, &opt))?;
+        let update_model = update_graph(&graph.params, &opt);
+        let (dir, paths) = super::model_files(&[
+            ("training.onnx", &graph.model),
+            ("update.onnx", &update_model),
+        ])?;
         let open = |p: &Path| raw_session(kind, p, opts).map(|(s, _)| s);
-        let (train, update) = (open(&train_path)?, open(&update_path)?);
+        let (train, update) = (open(&paths[0])?, open(&paths[1])?);
         let device = match kind {
             BackendKind::OrtCuda => MemoryInfo::new(
                 AllocationDevice::CUDA,

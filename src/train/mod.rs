@@ -158,3 +158,22 @@ pub struct TrainingGraph {
     pub params: Vec<TrainTensor>,
     pub running_stats: Vec<RunningStat>,
 }
+
+/// Writes model files into a fresh temporary folder, for runtimes that load
+/// models from paths: the folder, which must outlive the sessions, and the
+/// path of each file in order.
+fn model_files(
+    files: &[(&str, &[u8])],
+) -> Result<(tempfile::TempDir, Vec<std::path::PathBuf>), TrainError> {
+    let dir = tempfile::tempdir().map_err(|e| TrainError::Run(format!("temporary folder: {e}")))?;
+    let paths = files
+        .iter()
+        .map(|(name, bytes)| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes)
+                .map_err(|e| TrainError::Run(format!("{}: {e}", path.display())))?;
+            Ok(path)
+        })
+        .collect::<Result<_, TrainError>>()?;
+    Ok((dir, paths))
+}

@@ -35,12 +35,8 @@ impl Trainer {
         opts: &BackendOptions,
         optimizer: Box<dyn Optimizer>,
     ) -> Result<Self, TrainError> {
-        let dir =
-            tempfile::tempdir().map_err(|e| TrainError::Run(format!("temporary folder: {e}")))?;
-        let path = dir.path().join("training.onnx");
-        std::fs::write(&path, &graph.model)
-            .map_err(|e| TrainError::Run(format!("{}: {e}", path.display())))?;
-        let session = backend::open(kind, &path, opts)?;
+        let (dir, paths) = super::model_files(&[("training.onnx", &graph.model)])?;
+        let session = backend::open(kind, &paths[0], opts)?;
         let params = graph.params.iter().map(|p| p.init.clone()).collect();
         let stats = graph.running_stats.iter().map(|s| s.init.clone()).collect();
         Ok(Trainer {
