@@ -87,7 +87,9 @@ pub fn sort_keys(items: &mut [u64], scratch: &mut Scratch<u64>) {
 }
 
 /// The sort for the length at hand: insertion sort for tiny slices, the
-/// standard library's for short ones, [`radix_sort`] beyond.
+/// standard library's for short ones, [`radix_sort`] beyond, with three
+/// 8-bit digits (bits 8..32 of the key) or, from [`WIDE`] items on, two
+/// 11-bit ones (bits 10..32).
 #[inline(always)]
 fn sort_by_key<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: impl Fn(T) -> u32) {
     if items.len() <= TINY {
@@ -95,9 +97,9 @@ fn sort_by_key<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: 
     } else if items.len() <= SMALL {
         items.sort_unstable();
     } else if items.len() < WIDE {
-        radix_sort(items, tmp, key);
+        radix_sort::<T, 256, 3>(items, tmp, key, [8, 16, 24]);
     } else {
-        radix_sort_wide(items, tmp, key);
+        radix_sort::<T, 2048, 2>(items, tmp, key, [10, 21]);
     }
 }
 
@@ -105,68 +107,26 @@ fn sort_by_key<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: 
 /// larger histograms cost less than the scatter pass they save.
 const WIDE: usize = 512;
 
-/// [`radix_sort`] with two 11-bit digits (bits 10..32 of the key).
+/// Sorts `items`, which must order like `key` where keys differ: a stable
+/// LSD radix sort by the `D` digits of `B` buckets (a power of two) that
+/// start at bit `shifts[d]` of `key`, the last reaching bit 31, then an
+/// insertion sort.
 #[inline(always)]
-fn radix_sort_wide<T: Copy + Default + Ord>(
+fn radix_sort<T: Copy + Default + Ord, const B: usize, const D: usize>(
     items: &mut [T],
     tmp: &mut Vec<T>,
     key: impl Fn(T) -> u32,
+    shifts: [u32; D],
 ) {
     let n = items.len();
-    let mut lo = [0u32; 2048];
-    let mut hi = [0u32; 2048];
+    let mask = B as u32 - 1;
+    let digit = |k: u32, d: usize| ((k >> shifts[d]) & mask) as usize;
+    let mut hist = [[0u32; B]; D];
     for &x in items.iter() {
         let k = key(x);
-        lo[((k >> 10) & 0x7ff) as usize] += 1;
-        hi[(k >> 21) as usize] += 1;
-    }
-    if tmp.len() < n {
-        tmp.resize(n, T::default());
-    }
-    let tmp = &mut tmp[..n];
-    let starts = |h: &mut [u32; 2048]| {
-        let mut sum = 0u32;
-        for c in h.iter_mut() {
-            let v = *c;
-            *c = sum;
-            sum += v;
+        for (d, h) in hist.iter_mut().enumerate() {
+            h[digit(k, d)] += 1;
         }
-    };
-    starts(&mut lo);
-    starts(&mut hi);
-    for &x in items.iter() {
-        let b = ((key(x) >> 10) & 0x7ff) as usize;
-        // SAFETY: b < 2048, and the running starts of a histogram of
-        // `items` give each item a distinct slot below n = tmp.len().
-        unsafe {
-            let slot = lo.get_unchecked_mut(b);
-            *tmp.get_unchecked_mut(*slot as usize) = x;
-            *slot += 1;
-        }
-    }
-    for &x in tmp.iter() {
-        let b = (key(x) >> 21) as usize;
-        // SAFETY: as above, with the roles of the buffers swapped.
-        unsafe {
-            let slot = hi.get_unchecked_mut(b);
-            *items.get_unchecked_mut(*slot as usize) = x;
-            *slot += 1;
-        }
-    }
-    insertion_sort(items);
-}
-
-/// Sorts `items`, which must order like `key` where keys differ: a stable
-/// LSD radix sort by the top three bytes of `key`, then an insertion sort.
-#[inline(always)]
-fn radix_sort<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: impl Fn(T) -> u32) {
-    let n = items.len();
-    let mut hist = [[0u32; 256]; 3];
-    for &x in items.iter() {
-        let k = key(x);
-        hist[0][((k >> 8) & 0xff) as usize] += 1;
-        hist[1][((k >> 16) & 0xff) as usize] += 1;
-        hist[2][(k >> 24) as usize] += 1;
     }
     // Every slot of tmp is written before it is read; it is only sized.
     if tmp.len() < n {
@@ -176,9 +136,8 @@ fn radix_sort<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: i
     // `in_items`: whether the data currently lives in `items` (else tmp).
     let mut in_items = true;
     for (d, h) in hist.iter_mut().enumerate() {
-        let shift = 8 * (d + 1);
         let first = key(if in_items { items[0] } else { tmp[0] });
-        if h[((first >> shift) & 0xff) as usize] as usize == n {
+        if h[digit(first, d)] as usize == n {
             continue;
         }
         let mut sum = 0u32;
@@ -193,8 +152,8 @@ fn radix_sort<T: Copy + Default + Ord>(items: &mut [T], tmp: &mut Vec<T>, key: i
             (&*tmp, items)
         };
         for &x in src.iter() {
-            let b = ((key(x) >> shift) & 0xff) as usize;
-            // SAFETY: b < 256, and the running starts of a histogram of
+            let b = digit(key(x), d);
+            // SAFETY: b < B, and the running starts of a histogram of
             // `src` give each item a distinct slot below n = dst.len().
             unsafe {
                 let slot = h.get_unchecked_mut(b);
