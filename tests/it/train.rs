@@ -262,9 +262,7 @@ fn unsupported_operator_is_named() {
 /// A small Gemm-BatchNorm-Relu-Gemm classifier, written with the protobuf
 /// types directly so the training loop test needs no fixture file.
 fn synthetic_mlp(batch: i64, features: i64, hidden: i64, classes: i64, dropout: bool) -> Vec<u8> {
-    use pa_onnx::onnx::pb::{
-        self, tensor_shape_proto::dimension::Value, tensor_shape_proto::Dimension,
-    };
+    use pa_onnx::onnx::pb;
     use prost::Message;
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -309,25 +307,8 @@ fn synthetic_mlp(batch: i64, features: i64, hidden: i64, classes: i64, dropout: 
         },
         ..Default::default()
     };
-    let vi = |name: &str, dims: &[i64]| pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(Value::DimValue(d)),
-                            denotation: String::new(),
-                        })
-                        .collect(),
-                }),
-            })),
-            denotation: String::new(),
-        }),
-        ..Default::default()
-    };
+    let vi =
+        |name: &str, dims: &[i64]| crate::fixtures::pb_value_info(name, pb::DataType::Float, dims);
     let mut nodes = vec![
         node("Gemm", &["x", "w1", "b1"], "h"),
         node(
@@ -391,11 +372,10 @@ fn blobs(batch: usize, features: usize, classes: usize) -> (HostTensor, HostTens
     )
 }
 
-fn train_50_steps(
-    kind: BackendKind,
-    optimizer: Box<dyn pa_onnx::train::Optimizer>,
-    dropout: bool,
-) -> Option<(f32, f32)> {
+/// The learnable task of the training tests: the synthetic classifier
+/// (batch 64, 8 features, 16 hidden units, 4 classes) as a training graph,
+/// and one batch of its blobs.
+fn blobs_task(dropout: bool) -> (TrainingGraph, Vec<(String, HostTensor)>, HostTensor) {
     let (batch, features, hidden, classes) = (64, 8, 16, 4);
     let model = synthetic_mlp(
         batch as i64,
@@ -405,6 +385,16 @@ fn train_50_steps(
         dropout,
     );
     let graph = build_training_graph(&model, &TrainGraphOptions::default()).unwrap();
+    let (x, labels) = blobs(batch, features, classes);
+    (graph, vec![("x".to_string(), x)], labels)
+}
+
+fn train_50_steps(
+    kind: BackendKind,
+    optimizer: Box<dyn pa_onnx::train::Optimizer>,
+    dropout: bool,
+) -> Option<(f32, f32)> {
+    let (graph, inputs, labels) = blobs_task(dropout);
     assert_eq!(graph.running_stats.len(), 2);
     let mut trainer =
         match pa_onnx::train::Trainer::new(graph, kind, &BackendOptions::default(), optimizer) {
@@ -415,8 +405,6 @@ fn train_50_steps(
             }
             Err(e) => panic!("{kind}: {e}"),
         };
-    let (x, labels) = blobs(batch, features, classes);
-    let inputs = vec![("x".to_string(), x)];
     let losses: Vec<f32> = (0..50)
         .map(|_| trainer.step(&inputs, labels.clone()).unwrap())
         .collect();
@@ -492,17 +480,7 @@ fn device_trainer_takes_the_same_steps_as_the_host_trainer() {
 
 fn device_vs_host(kind: BackendKind, tol: f32) {
     use pa_onnx::train::{AdamW, DeviceOptimizer, DeviceTrainer, Sgd, Trainer};
-    let (batch, features, hidden, classes) = (64, 8, 16, 4);
-    let model = synthetic_mlp(
-        batch as i64,
-        features as i64,
-        hidden as i64,
-        classes as i64,
-        false,
-    );
-    let graph = build_training_graph(&model, &TrainGraphOptions::default()).unwrap();
-    let (x, labels) = blobs(batch, features, classes);
-    let inputs = vec![("x".to_string(), x)];
+    let (graph, inputs, labels) = blobs_task(false);
     let opts = BackendOptions::default();
     let cases: [(DeviceOptimizer, Box<dyn pa_onnx::train::Optimizer>); 2] = [
         (

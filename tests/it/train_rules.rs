@@ -17,6 +17,8 @@ use pa_onnx::onnx::pb;
 use pa_onnx::train::{build_training_graph, LossKind, TrainGraphOptions, TrainingGraph};
 use prost::Message;
 
+use crate::fixtures::pb_value_info;
+
 const BACKENDS: [BackendKind; 2] = [BackendKind::Tract, BackendKind::OrtCpu];
 
 /// Relative error allowed against the hand-computed gradients: the graph
@@ -124,29 +126,6 @@ fn node(op: &str, ins: &[&str], out: &str, attribute: Vec<pb::AttributeProto>) -
     }
 }
 
-fn value_info(name: &str, elem_type: pb::DataType, dims: &[i64]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: elem_type as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(Value::DimValue(d)),
-                            denotation: String::new(),
-                        })
-                        .collect(),
-                }),
-            })),
-            denotation: String::new(),
-        }),
-        ..Default::default()
-    }
-}
-
 /// A model with one float output: `inputs` are fed with their values,
 /// `inits` are stored in it.
 struct Tiny {
@@ -172,9 +151,9 @@ impl Tiny {
                 input: self
                     .inputs
                     .iter()
-                    .map(|t| value_info(&t.name, t.elem_type(), &t.dims))
+                    .map(|t| pb_value_info(&t.name, t.elem_type(), &t.dims))
                     .collect(),
-                output: vec![value_info(
+                output: vec![pb_value_info(
                     &self.output.0,
                     pb::DataType::Float,
                     &self.output.1,
@@ -359,6 +338,36 @@ fn indices(dims: &[usize]) -> Vec<Vec<usize>> {
 
 // ---- Slice ---------------------------------------------------------------------------
 
+/// The model `y = Slice(w, starts, ends, axes, steps)` with output `[out]`.
+fn slice_model(
+    w: Tensor,
+    starts: &[i64],
+    ends: &[i64],
+    axes: &[i64],
+    steps: &[i64],
+    out: Vec<i64>,
+) -> Tiny {
+    let k = starts.len() as i64;
+    Tiny {
+        opset: 13,
+        inits: vec![
+            w,
+            i64s("starts", &[k], starts),
+            i64s("ends", &[k], ends),
+            i64s("axes", &[k], axes),
+            i64s("steps", &[k], steps),
+        ],
+        inputs: vec![],
+        nodes: vec![node(
+            "Slice",
+            &["w", "starts", "ends", "axes", "steps"],
+            "y",
+            vec![],
+        )],
+        output: ("y".into(), out),
+    }
+}
+
 /// `Slice(w, starts, ends, axes, steps)` of a `[dims]` parameter, checked
 /// against `positions`: for every axis of the input, the positions the
 /// output reads along it, worked out by hand from the ONNX definition.
@@ -373,26 +382,9 @@ fn check_slice(
 ) {
     let numel = dims.iter().product::<i64>() as usize;
     let w = f32s("w", dims, &wave(numel, 1));
-    let k = starts.len() as i64;
     let out_dims: Vec<usize> = positions.iter().map(Vec::len).collect();
-    let m = Tiny {
-        opset: 13,
-        inits: vec![
-            w.clone(),
-            i64s("starts", &[k], starts),
-            i64s("ends", &[k], ends),
-            i64s("axes", &[k], axes),
-            i64s("steps", &[k], steps),
-        ],
-        inputs: vec![],
-        nodes: vec![node(
-            "Slice",
-            &["w", "starts", "ends", "axes", "steps"],
-            "y",
-            vec![],
-        )],
-        output: ("y".into(), out_dims.iter().map(|&d| d as i64).collect()),
-    };
+    let out: Vec<i64> = out_dims.iter().map(|&d| d as i64).collect();
+    let m = slice_model(w.clone(), starts, ends, axes, steps, out);
     let in_st = strides(&dims.iter().map(|&d| d as usize).collect::<Vec<_>>());
     let map: Vec<usize> = indices(&out_dims)
         .iter()
@@ -460,24 +452,8 @@ fn slice_with_step_two_on_two_axes() {
 /// A zero step is invalid ONNX: the builder says so instead of dividing by it.
 #[test]
 fn slice_with_step_zero_is_an_error() {
-    let m = Tiny {
-        opset: 13,
-        inits: vec![
-            f32s("w", &[4], &wave(4, 1)),
-            i64s("starts", &[1], &[0]),
-            i64s("ends", &[1], &[4]),
-            i64s("axes", &[1], &[0]),
-            i64s("steps", &[1], &[0]),
-        ],
-        inputs: vec![],
-        nodes: vec![node(
-            "Slice",
-            &["w", "starts", "ends", "axes", "steps"],
-            "y",
-            vec![],
-        )],
-        output: ("y".into(), vec![4]),
-    };
+    let w = f32s("w", &[4], &wave(4, 1));
+    let m = slice_model(w, &[0], &[4], &[0], &[0], vec![4]);
     let opts = TrainGraphOptions {
         loss: LossKind::MeanSquaredError,
         trainable: Some(vec!["w".into()]),
