@@ -438,6 +438,10 @@ impl<'a> Builder<'a> {
         } = moments(g, &x, &axes, eps)?;
         let scale_r = g.reshape(&scale, &bshape)?;
         let k = g.op("Mul", &[&scale_r, &invstd], vec![])?;
+        // Per channel, for the running statistics and the inference-form
+        // operator.
+        let mean_c = g.reshape(&mean, &[c])?;
+        let var_c = g.reshape(&var, &[c])?;
         let output = NodeProto {
             output: vec![n.output[0].clone()],
             name: format!("{}/output", label(n)),
@@ -446,10 +450,14 @@ impl<'a> Builder<'a> {
         if self.opts.target == GraphTarget::OnnxRuntime {
             // The operator in inference form, fed the batch statistics: one
             // pass over the tensor where Mul then Add take two.
-            let mean_c = g.reshape(&mean, &[c])?;
-            let var_c = g.reshape(&var, &[c])?;
             g.push(NodeProto {
-                input: vec![x.clone(), scale.clone(), bias.clone(), mean_c, var_c],
+                input: vec![
+                    x.clone(),
+                    scale.clone(),
+                    bias.clone(),
+                    mean_c.clone(),
+                    var_c.clone(),
+                ],
                 op_type: "BatchNormalization".into(),
                 attribute: vec![af("epsilon", eps)],
                 ..output
@@ -466,11 +474,10 @@ impl<'a> Builder<'a> {
         // Running statistics, when the model keeps them.
         let keep = g.scalar(momentum);
         let blend = g.scalar(1.0 - momentum);
-        for (stat, batch) in [(&rm, &mean), (&rv, &var)] {
+        for (stat, batch) in [(&rm, &mean_c), (&rv, &var_c)] {
             if let Some(entry) = self.stats.iter_mut().find(|(s, _)| s == stat) {
-                let b = g.reshape(batch, &[c])?;
                 let old = g.op("Mul", &[stat, &keep], vec![])?;
-                let new = g.op("Mul", &[&b, &blend], vec![])?;
+                let new = g.op("Mul", &[batch, &blend], vec![])?;
                 let out = format!("{stat}_updated");
                 g.reserve_name(&out);
                 g.push(NodeProto {
