@@ -511,12 +511,12 @@ fn exp_row(bits: &[u32], out: &mut [f64]) {
 }
 
 /// The Efraimidis-Spirakis words of one row: `key << 32 | j` with key
-/// E_j / p_j as f32, p_j = acc_j + |min(acc)| + 1 >= 1. Keys are positive,
+/// E_j / p_j as f32, p_j = acc_j + |low| + 1 >= 1, `low` being min(acc). Keys are positive,
 /// so their f32 bit patterns order like their values.
-fn keys_row(order: &mut [u64], acc: &[f64], exps: &[f64]) {
+fn keys_row(order: &mut [u64], acc: &[f64], exps: &[f64], low: f64) {
     #[inline(always)]
-    fn body(order: &mut [u64], acc: &[f64], exps: &[f64]) {
-        let shift = min_of(acc).abs() + 1.0;
+    fn body(order: &mut [u64], acc: &[f64], exps: &[f64], low: f64) {
+        let shift = low.abs() + 1.0;
         for (j, ((o, &a), &e)) in order.iter_mut().zip(acc).zip(exps).enumerate() {
             let key = (e / (a + shift)) as f32;
             *o = ((key.to_bits() as u64) << 32) | j as u64;
@@ -525,13 +525,13 @@ fn keys_row(order: &mut [u64], acc: &[f64], exps: &[f64]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2(order: &mut [u64], acc: &[f64], exps: &[f64]) {
-            body(order, acc, exps)
+        unsafe fn avx2(order: &mut [u64], acc: &[f64], exps: &[f64], low: f64) {
+            body(order, acc, exps, low)
         }
         // SAFETY: the CPU supports AVX2.
-        return unsafe { avx2(order, acc, exps) };
+        return unsafe { avx2(order, acc, exps, low) };
     }
-    body(order, acc, exps)
+    body(order, acc, exps, low)
 }
 
 /// Buffers reused across rows and passes.
@@ -584,8 +584,44 @@ fn prepare(
     }
 }
 
+/// Adds a row (keys read as values) to the column strengths and returns
+/// their new minimum, which the next row's keys need: one vectorised
+/// sweep, where adding each value as it is scattered to its column was a
+/// dependent read-modify-write per element on the sequential thread.
+fn accumulate(acc: &mut [f64], row: &[u32], values: Values) -> f64 {
+    #[inline(always)]
+    fn body(acc: &mut [f64], row: &[u32], values: Values) -> f64 {
+        // Eight lanes, so that the minimum vectorises too.
+        let mut lanes = [f64::INFINITY; 8];
+        let mut chunks = acc.chunks_exact_mut(8).zip(row.chunks_exact(8));
+        for (a, r) in &mut chunks {
+            for ((l, a), &x) in lanes.iter_mut().zip(a).zip(r) {
+                *a += values.get(x);
+                *l = if *a < *l { *a } else { *l };
+            }
+        }
+        let tail = acc.len() / 8 * 8;
+        for (a, &x) in acc[tail..].iter_mut().zip(&row[tail..]) {
+            *a += values.get(x);
+            lanes[0] = if *a < lanes[0] { *a } else { lanes[0] };
+        }
+        lanes
+            .iter()
+            .fold(f64::INFINITY, |m, &a| if a < m { a } else { m })
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(acc: &mut [f64], row: &[u32], values: Values) -> f64 {
+            body(acc, row, values)
+        }
+        // SAFETY: the CPU supports AVX2.
+        return unsafe { avx2(acc, row, values) };
+    }
+    body(acc, row, values)
+}
+
 /// min(acc), in eight lanes so that it vectorises.
-#[inline(always)]
 fn min_of(acc: &[f64]) -> f64 {
     let mut lanes = [f64::INFINITY; 8];
     let mut chunks = acc.chunks_exact(8);
@@ -620,14 +656,14 @@ fn consume(
     order: &mut Vec<u64>,
     scratch: &mut Scratch<u64>,
 ) {
+    // The chunk starts where the last one left the strengths.
+    let mut low = min_of(acc);
     for (i, srow) in sorted.chunks_exact(cols).enumerate() {
         let k = first + i;
         let dst = &mut out[k * cols..(k + 1) * cols];
         if k == 0 {
             dst.copy_from_slice(srow);
-            for (a, &x) in acc.iter_mut().zip(srow) {
-                *a += values.get(x);
-            }
+            low = accumulate(acc, srow, values);
             continue;
         }
         order.clear();
@@ -636,7 +672,7 @@ fn consume(
                 // Efraimidis-Spirakis: ascending E_j / p_j, E_j ~ Exp(1),
                 // is weighted sampling without replacement.
                 order.resize(cols, 0);
-                keys_row(order, acc, &exps[i * cols..(i + 1) * cols]);
+                keys_row(order, acc, &exps[i * cols..(i + 1) * cols], low);
                 sort_keys(order, scratch);
             }
             Method::Deterministic => {
@@ -651,22 +687,14 @@ fn consume(
                 order.extend(keyed.into_iter().map(|(_, j)| j as u64));
             }
         }
-        // The m-th smallest key goes to the m-th drawn column, whose
-        // strength grows by it for the next row.
-        // SAFETY (both loops): the low half of every word of `order` is a
-        // distinct column index below cols = dst.len() = acc.len().
-        if k + 1 == rows {
-            for (&j, &x) in order.iter().zip(srow) {
-                unsafe { *dst.get_unchecked_mut(j as u32 as usize) = x };
-            }
-        } else {
-            for (&j, &x) in order.iter().zip(srow) {
-                let j = j as u32 as usize;
-                unsafe {
-                    *dst.get_unchecked_mut(j) = x;
-                    *acc.get_unchecked_mut(j) += values.get(x);
-                }
-            }
+        // The m-th smallest key goes to the m-th drawn column.
+        for (&j, &x) in order.iter().zip(srow) {
+            // SAFETY: the low half of every word of `order` is a distinct
+            // column index below cols = dst.len().
+            unsafe { *dst.get_unchecked_mut(j as u32 as usize) = x };
+        }
+        if k + 1 < rows {
+            low = accumulate(acc, dst, values);
         }
     }
 }
