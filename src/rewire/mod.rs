@@ -9,6 +9,7 @@
 //! original bits, so the result is a bitwise permutation whatever the
 //! dtype. See DESIGN.md for the sampling trick and the variants.
 
+pub mod simd;
 pub mod sort;
 
 use rand::{Rng, SeedableRng};
@@ -17,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use sort::{f32_key, f32_unkey, f64_key, sort_keys, sort_values, Scratch};
+use sort::{f32_key, f32_unkey, f64_key, order_columns, sort_keys, sort_values, Scratch};
 
 /// Which rule assigns a row's values to columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -534,11 +535,62 @@ fn keys_row(order: &mut [u64], acc: &[f64], exps: &[f64], low: f64) {
     body(order, acc, exps, low)
 }
 
+/// The keys of one row as f32 bit patterns (E_j / p_j as in
+/// [`keys_row`]), with their minimum and maximum.
+fn key_bits_row(kbits: &mut [u32], acc: &[f64], exps: &[f64], low: f64) -> (u32, u32) {
+    #[inline(always)]
+    fn body(kbits: &mut [u32], acc: &[f64], exps: &[f64], low: f64) -> (u32, u32) {
+        let shift = low.abs() + 1.0;
+        let (mut lo, mut hi) = ([u32::MAX; 8], [0u32; 8]);
+        let mut chunks = kbits
+            .chunks_exact_mut(8)
+            .zip(acc.chunks_exact(8).zip(exps.chunks_exact(8)));
+        for (k, (a, e)) in &mut chunks {
+            for i in 0..8 {
+                let b = ((e[i] / (a[i] + shift)) as f32).to_bits();
+                k[i] = b;
+                lo[i] = lo[i].min(b);
+                hi[i] = hi[i].max(b);
+            }
+        }
+        let tail = kbits.len() / 8 * 8;
+        for j in tail..kbits.len() {
+            let b = ((exps[j] / (acc[j] + shift)) as f32).to_bits();
+            kbits[j] = b;
+            lo[0] = lo[0].min(b);
+            hi[0] = hi[0].max(b);
+        }
+        (lo.into_iter().min().unwrap(), hi.into_iter().max().unwrap())
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(kbits: &mut [u32], acc: &[f64], exps: &[f64], low: f64) -> (u32, u32) {
+            body(kbits, acc, exps, low)
+        }
+        // SAFETY: the CPU supports AVX2.
+        return unsafe { avx2(kbits, acc, exps, low) };
+    }
+    body(kbits, acc, exps, low)
+}
+
+/// Buffers of the sequential part of a pass, reused across rows.
+#[derive(Default)]
+struct Drawing {
+    /// Column words `key << 32 | j` (the general path).
+    order: Vec<u64>,
+    keys: Scratch<u64>,
+    /// Key bits by column and packed column words (the AVX-512 path).
+    kbits: Vec<u32>,
+    words: Vec<u32>,
+    packed: Scratch<u32>,
+}
+
 /// Buffers reused across rows and passes.
 #[derive(Default)]
 pub struct Workspace {
     acc: Vec<f64>,
-    order: Vec<u64>,
+    drawing: Drawing,
     /// The other side of each pass and transpose.
     b: Vec<u32>,
     /// The Exp(1) draws of the chunk being consumed and of the one
@@ -546,7 +598,6 @@ pub struct Workspace {
     exps: [Vec<f64>; 2],
     bits: Vec<u32>,
     values: Scratch<u32>,
-    keys: Scratch<u64>,
 }
 
 /// Rows are processed in chunks of about this many elements: while one
@@ -653,8 +704,7 @@ fn consume(
     values: Values,
     out: &mut [u32],
     acc: &mut [f64],
-    order: &mut Vec<u64>,
-    scratch: &mut Scratch<u64>,
+    dr: &mut Drawing,
 ) {
     // The chunk starts where the last one left the strengths.
     let mut low = min_of(acc);
@@ -666,14 +716,28 @@ fn consume(
             low = accumulate(acc, srow, values);
             continue;
         }
-        order.clear();
         match method {
             Method::Pa => {
                 // Efraimidis-Spirakis: ascending E_j / p_j, E_j ~ Exp(1),
                 // is weighted sampling without replacement.
-                order.resize(cols, 0);
-                keys_row(order, acc, &exps[i * cols..(i + 1) * cols], low);
-                sort_keys(order, scratch);
+                let exps = &exps[i * cols..(i + 1) * cols];
+                dr.kbits.resize(cols, 0);
+                let (lo, hi) = key_bits_row(&mut dr.kbits, acc, exps, low);
+                if let Some(mask) = order_columns(&dr.kbits, lo, hi, &mut dr.words, &mut dr.packed)
+                {
+                    // The m-th smallest key goes to the m-th drawn column.
+                    for (&w, &x) in dr.words.iter().zip(srow) {
+                        // SAFETY: the index bits of every word are a
+                        // distinct column below cols = dst.len().
+                        unsafe { *dst.get_unchecked_mut((w & mask) as usize) = x };
+                    }
+                } else {
+                    dr.order.clear();
+                    dr.order.resize(cols, 0);
+                    keys_row(&mut dr.order, acc, exps, low);
+                    sort_keys(&mut dr.order, &mut dr.keys);
+                    scatter(&dr.order, srow, dst);
+                }
             }
             Method::Deterministic => {
                 // Strongest column first, so that ascending values give the
@@ -684,18 +748,24 @@ fn consume(
                     .map(|(j, &a)| (!f64_key(a), j as u32))
                     .collect();
                 keyed.sort_unstable();
-                order.extend(keyed.into_iter().map(|(_, j)| j as u64));
+                dr.order.clear();
+                dr.order.extend(keyed.into_iter().map(|(_, j)| j as u64));
+                scatter(&dr.order, srow, dst);
             }
-        }
-        // The m-th smallest key goes to the m-th drawn column.
-        for (&j, &x) in order.iter().zip(srow) {
-            // SAFETY: the low half of every word of `order` is a distinct
-            // column index below cols = dst.len().
-            unsafe { *dst.get_unchecked_mut(j as u32 as usize) = x };
         }
         if k + 1 < rows {
             low = accumulate(acc, dst, values);
         }
+    }
+}
+
+/// The m-th smallest key of `srow` goes to the column in the low half of
+/// the m-th word of `order`.
+fn scatter(order: &[u64], srow: &[u32], dst: &mut [u32]) {
+    for (&j, &x) in order.iter().zip(srow) {
+        // SAFETY: the low half of every word of `order` is a distinct
+        // column index below cols = dst.len().
+        unsafe { *dst.get_unchecked_mut(j as u32 as usize) = x };
     }
 }
 
@@ -729,11 +799,10 @@ fn pass_keys(
     ws.acc.resize(cols, 0.0);
     let Workspace {
         acc,
-        order,
+        drawing,
         exps,
         bits,
         values: vscratch,
-        keys: kscratch,
         ..
     } = ws;
     let [exps_now, exps_next] = exps;
@@ -748,7 +817,7 @@ fn pass_keys(
         rayon::join(
             || {
                 consume(
-                    now, first, rows, cols, method, exps_now, values, b, acc, order, kscratch,
+                    now, first, rows, cols, method, exps_now, values, b, acc, drawing,
                 )
             },
             || {
