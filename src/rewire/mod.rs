@@ -449,6 +449,36 @@ impl Values<'_> {
     }
 }
 
+/// Calls `body` compiled for the widest vector unit this CPU has: AVX-512,
+/// AVX2, or the baseline. The loops it is used for involve only IEEE
+/// operations and conversions per element, in the order the code gives
+/// (Rust never fuses a multiply and an add on its own), so every width
+/// gives the same bits.
+macro_rules! widest {
+    ($body:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU supports AVX-512F.
+                return unsafe { wide($($arg),*) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU supports AVX2.
+                return unsafe { wide($($arg),*) };
+            }
+        }
+        $body($($arg),*)
+    }};
+}
+
 /// An Exp(1) draw from 32 random bits: -ln(u), u = (x + 1/2) / 2^32, so
 /// u lies strictly inside (0, 1) and the draw is positive and finite. The
 /// logarithm is computed in f64 by the textbook reduction (u = z 2^k with z
@@ -487,11 +517,8 @@ fn draw_row(seed: &[u8; 32], pass_no: u64, k: usize, bits: &mut Vec<u32>, out: &
     exp_row(bits, out);
 }
 
-/// Exp(1) draws from random words. Where the CPU has AVX2, the loop runs
-/// in a copy compiled for it, four f64 wide instead of SSE2's two; the
-/// result is the same bits either way (only IEEE arithmetic and
-/// conversions are involved, and Rust never fuses a multiply and an add on
-/// its own). [`keys_row`] and [`sums`] are dispatched the same way.
+/// Exp(1) draws from random words, as wide as the CPU allows (see
+/// [`widest`]).
 fn exp_row(bits: &[u32], out: &mut [f64]) {
     #[inline(always)]
     fn body(bits: &[u32], out: &mut [f64]) {
@@ -499,16 +526,7 @@ fn exp_row(bits: &[u32], out: &mut [f64]) {
             *e = exp1_from_bits(x);
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(bits: &[u32], out: &mut [f64]) {
-            body(bits, out)
-        }
-        // SAFETY: the CPU supports AVX2.
-        return unsafe { avx2(bits, out) };
-    }
-    body(bits, out)
+    widest!(body(bits: &[u32], out: &mut [f64]))
 }
 
 /// The Efraimidis-Spirakis words of one row: `key << 32 | j` with key
@@ -523,16 +541,7 @@ fn keys_row(order: &mut [u64], acc: &[f64], exps: &[f64], low: f64) {
             *o = ((key.to_bits() as u64) << 32) | j as u64;
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(order: &mut [u64], acc: &[f64], exps: &[f64], low: f64) {
-            body(order, acc, exps, low)
-        }
-        // SAFETY: the CPU supports AVX2.
-        return unsafe { avx2(order, acc, exps, low) };
-    }
-    body(order, acc, exps, low)
+    widest!(body(order: &mut [u64], acc: &[f64], exps: &[f64], low: f64))
 }
 
 /// The keys of one row as f32 bit patterns (E_j / p_j as in
@@ -562,16 +571,7 @@ fn key_bits_row(kbits: &mut [u32], acc: &[f64], exps: &[f64], low: f64) -> (u32,
         }
         (lo.into_iter().min().unwrap(), hi.into_iter().max().unwrap())
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(kbits: &mut [u32], acc: &[f64], exps: &[f64], low: f64) -> (u32, u32) {
-            body(kbits, acc, exps, low)
-        }
-        // SAFETY: the CPU supports AVX2.
-        return unsafe { avx2(kbits, acc, exps, low) };
-    }
-    body(kbits, acc, exps, low)
+    widest!(body(kbits: &mut [u32], acc: &[f64], exps: &[f64], low: f64) -> (u32, u32))
 }
 
 /// Buffers of the sequential part of a pass, reused across rows.
@@ -660,16 +660,7 @@ fn accumulate(acc: &mut [f64], row: &[u32], values: Values) -> f64 {
             .iter()
             .fold(f64::INFINITY, |m, &a| if a < m { a } else { m })
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(acc: &mut [f64], row: &[u32], values: Values) -> f64 {
-            body(acc, row, values)
-        }
-        // SAFETY: the CPU supports AVX2.
-        return unsafe { avx2(acc, row, values) };
-    }
-    body(acc, row, values)
+    widest!(body(acc: &mut [f64], row: &[u32], values: Values) -> f64)
 }
 
 /// min(acc), in eight lanes so that it vectorises.

@@ -45,6 +45,68 @@ pub fn sort_u32(items: &mut [u32], tmp: &mut Vec<u32>) -> bool {
     false
 }
 
+/// Column words `((kbits[j] - lo) >> shift) << ib | j`, for [`sort_u32`].
+/// Returns false (nothing written) where the CPU lacks AVX-512.
+pub fn pack(kbits: &[u32], lo: u32, shift: u32, ib: u32, words: &mut Vec<u32>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        words.resize(kbits.len(), 0);
+        // SAFETY: the CPU supports AVX-512F.
+        unsafe { pack512(kbits, lo, shift, ib, words) };
+        return true;
+    }
+    let _ = (kbits, lo, shift, ib, words);
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,popcnt")]
+unsafe fn pack512(kbits: &[u32], lo: u32, shift: u32, ib: u32, words: &mut [u32]) {
+    for (j, (w, &k)) in words.iter_mut().zip(kbits).enumerate() {
+        *w = ((k - lo) >> shift) << ib | j as u32;
+    }
+}
+
+/// Calls `fix(words, m)`, for m ascending, at every m >= 1 where words m - 1
+/// and m agree above bit `ib`. `fix` may reorder words among positions
+/// that agree (which keeps the answer for later positions the same).
+/// Sixteen positions are checked per instruction: most have no tie.
+pub fn for_each_tie(words: &mut [u32], ib: u32, mut fix: impl FnMut(&mut [u32], usize)) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU supports AVX-512F.
+        return unsafe { ties512(words, ib, &mut fix) };
+    }
+    for m in 1..words.len() {
+        if words[m] >> ib == words[m - 1] >> ib {
+            fix(words, m);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,popcnt")]
+unsafe fn ties512(words: &mut [u32], ib: u32, fix: &mut impl FnMut(&mut [u32], usize)) {
+    let n = words.len();
+    let count = _mm_cvtsi32_si128(ib as i32);
+    let mut m0 = 1;
+    while m0 < n {
+        let lanes = (n - m0).min(16);
+        let valid = ((1u32 << lanes) - 1) as __mmask16;
+        let p = words.as_ptr() as *const i32;
+        // SAFETY: the masked loads read positions m0 - 1 .. m0 - 1 + lanes
+        // and m0 .. m0 + lanes, all below n.
+        let here = _mm512_srl_epi32(_mm512_maskz_loadu_epi32(valid, p.add(m0)), count);
+        let before = _mm512_srl_epi32(_mm512_maskz_loadu_epi32(valid, p.add(m0 - 1)), count);
+        let mut tied = _mm512_mask_cmpeq_epi32_mask(valid, here, before);
+        while tied != 0 {
+            fix(words, m0 + tied.trailing_zeros() as usize);
+            tied &= tied - 1;
+        }
+        m0 += 16;
+    }
+}
+
 /// Sorts `a` in place, using `t` (same length) as scratch.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,popcnt")]

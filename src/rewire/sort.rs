@@ -112,47 +112,27 @@ pub fn order_columns(
     let ib = usize::BITS - (c - 1).leading_zeros();
     let room = 32 - ib;
     let s = (32 - (hi - lo).leading_zeros()).saturating_sub(room);
-    words.clear();
-    words.extend(
-        kbits
-            .iter()
-            .enumerate()
-            .map(|(j, &k)| ((k - lo) >> s) << ib | j as u32),
-    );
+    if !simd::pack(kbits, lo, s, ib, words) {
+        return None;
+    }
     simd::sort_u32(words, &mut scratch.tmp);
     let mask = (1u32 << ib) - 1;
     if s > 0 {
+        // Words tied on the prefix: insertion into the tied words before,
+        // by the full key (ties in it stay in index order).
         let key = |w: u32| (kbits[(w & mask) as usize], w);
-        let mut m = 1;
-        while m < c {
-            if words[m] >> ib != words[m - 1] >> ib {
-                m += 1;
-                continue;
+        simd::for_each_tie(words, ib, |words, m| {
+            let x = words[m];
+            let kx = key(x);
+            let mut i = m;
+            while i > 0 && words[i - 1] >> ib == x >> ib && key(words[i - 1]) > kx {
+                words[i] = words[i - 1];
+                i -= 1;
             }
-            let start = m - 1;
-            let mut end = m + 1;
-            while end < c && words[end] >> ib == words[start] >> ib {
-                end += 1;
-            }
-            insertion_sort_by_key(&mut words[start..end], key);
-            m = end;
-        }
+            words[i] = x;
+        });
     }
     Some(mask)
-}
-
-/// Insertion sort by a derived key, for the short runs of equal prefixes.
-fn insertion_sort_by_key<K: Ord>(a: &mut [u32], key: impl Fn(u32) -> K) {
-    for i in 1..a.len() {
-        let x = a[i];
-        let kx = key(x);
-        let mut j = i;
-        while j > 0 && key(a[j - 1]) > kx {
-            a[j] = a[j - 1];
-            j -= 1;
-        }
-        a[j] = x;
-    }
 }
 
 /// Sorts column words `key << 32 | column`, built in column order,
