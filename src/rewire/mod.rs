@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sort::{f32_key, f32_unkey, f64_key, order_columns, sort_keys, sort_values, Scratch};
 
@@ -593,44 +594,141 @@ pub struct Workspace {
     drawing: Drawing,
     /// The other side of each pass and transpose.
     b: Vec<u32>,
-    /// The Exp(1) draws of the chunk being consumed and of the one
-    /// prepared.
-    exps: [Vec<f64>; 2],
+    /// The ring of prepared Exp(1) draws.
+    exps: Vec<f64>,
     bits: Vec<u32>,
     values: Scratch<u32>,
 }
 
-/// Rows are processed in chunks of about this many elements: while one
-/// thread runs the sequential part on a chunk, another prepares the next.
-const CHUNK: usize = 1 << 14;
+/// Rows whose draws a pass may hold at once, in elements: the helper
+/// thread prepares at most this far ahead of the sequential part.
+const WINDOW: usize = 1 << 16;
 
-/// Work of a pass that does not depend on the accumulated strength: sort
-/// each row's keys ascending (in place) and draw its Exp(1)
-/// numbers. `first` is the index of the chunk's first row.
-#[allow(clippy::too_many_arguments)]
-fn prepare(
-    rows: &mut [u32],
-    first: usize,
+/// The work of a pass that does not depend on the accumulated strength
+/// (sorting each row's keys ascending, in place, and drawing its Exp(1)
+/// numbers), shared between the sequential thread and a helper.
+///
+/// Rows are claimed in order through `claimed`: the helper claims the
+/// next one, and the sequential thread claims the row it needs if nobody
+/// has. So nothing waits for a helper that never started (one thread, or
+/// every thread busy with other tensors), and with two the helper keeps
+/// ahead without a hand-over per batch of rows. Draws live in a ring of
+/// `window` rows; a row's slot is reused only once the sequential part is
+/// past the row before it in the slot.
+struct Ahead<'a> {
+    keys: *mut u32,
     cols: usize,
-    draws: Option<(&[u8; 32], u64)>,
-    exps: &mut Vec<f64>,
-    bits: &mut Vec<u32>,
-    scratch: &mut Scratch<u32>,
-) {
-    exps.resize(rows.len(), 0.0);
-    for (i, (row, e)) in rows
-        .chunks_exact_mut(cols)
-        .zip(exps.chunks_exact_mut(cols))
-        .enumerate()
-    {
-        let k = first + i;
-        if k == 0 {
-            // Row 0 is never changed, so it is neither sorted nor drawn.
-            continue;
+    rows: usize,
+    ring: *mut f64,
+    window: usize,
+    draws: Option<(&'a [u8; 32], u64)>,
+    claimed: AtomicUsize,
+    ready: Vec<AtomicBool>,
+    consumed: AtomicUsize,
+}
+
+// SAFETY: rows and ring slots are written only by the thread that claimed
+// the row, and read only after its `ready` flag (release/acquire); a slot
+// is rewritten only after `consumed` shows its last reader done.
+unsafe impl Sync for Ahead<'_> {}
+
+impl<'a> Ahead<'a> {
+    fn new(
+        keys: &'a mut [u32],
+        cols: usize,
+        ring: &'a mut Vec<f64>,
+        draws: Option<(&'a [u8; 32], u64)>,
+    ) -> Self {
+        let rows = keys.len() / cols;
+        let window = (WINDOW / cols).clamp(2, rows.max(2));
+        ring.resize(window * cols, 0.0);
+        Ahead {
+            keys: keys.as_mut_ptr(),
+            cols,
+            rows,
+            ring: ring.as_mut_ptr(),
+            window,
+            draws,
+            claimed: AtomicUsize::new(0),
+            ready: (0..rows).map(|_| AtomicBool::new(false)).collect(),
+            consumed: AtomicUsize::new(0),
         }
-        sort_values(row, scratch);
-        if let Some((seed, pass_no)) = draws {
-            draw_row(seed, pass_no, k, bits, e);
+    }
+
+    /// Prepares row k, which the caller has claimed.
+    fn prepare(&self, k: usize, bits: &mut Vec<u32>, scratch: &mut Scratch<u32>) {
+        let c = self.cols;
+        // Row 0 is never changed, so it is neither sorted nor drawn.
+        if k > 0 {
+            // SAFETY: row k and its ring slot are this thread's alone
+            // until `ready[k]` is set (see the type's comment).
+            let (row, e) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(self.keys.add(k * c), c),
+                    std::slice::from_raw_parts_mut(self.ring.add(k % self.window * c), c),
+                )
+            };
+            sort_values(row, scratch);
+            if let Some((seed, pass_no)) = self.draws {
+                draw_row(seed, pass_no, k, bits, e);
+            }
+        }
+        self.ready[k].store(true, Ordering::Release);
+    }
+
+    /// The helper: prepares rows in order until none is left.
+    fn help(&self) {
+        let (mut bits, mut scratch) = (Vec::new(), Scratch::default());
+        loop {
+            let k = self.claimed.fetch_add(1, Ordering::AcqRel);
+            if k >= self.rows {
+                return;
+            }
+            wait(|| k < self.consumed.load(Ordering::Acquire) + self.window);
+            self.prepare(k, &mut bits, &mut scratch);
+        }
+    }
+
+    /// Row k, sorted, and its draws, for the sequential part, which must
+    /// then call [`Ahead::done`].
+    fn get(&self, k: usize, bits: &mut Vec<u32>, scratch: &mut Scratch<u32>) -> (&[u32], &[f64]) {
+        if !self.ready[k].load(Ordering::Acquire) {
+            let mine = self
+                .claimed
+                .compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if mine {
+                self.prepare(k, bits, scratch);
+            } else {
+                wait(|| self.ready[k].load(Ordering::Acquire));
+            }
+        }
+        let c = self.cols;
+        // SAFETY: row k is ready, and neither it nor its slot is written
+        // again before `done(k)`.
+        unsafe {
+            (
+                std::slice::from_raw_parts(self.keys.add(k * c), c),
+                std::slice::from_raw_parts(self.ring.add(k % self.window * c), c),
+            )
+        }
+    }
+
+    fn done(&self, k: usize) {
+        self.consumed.store(k + 1, Ordering::Release);
+    }
+}
+
+/// Spins until `ready()`, yielding the core after a while (the wait is
+/// normally a fraction of one row's work).
+fn wait(ready: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !ready() {
+        if spins < 200 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
         }
     }
 }
@@ -663,90 +761,62 @@ fn accumulate(acc: &mut [f64], row: &[u32], values: Values) -> f64 {
     widest!(body(acc: &mut [f64], row: &[u32], values: Values) -> f64)
 }
 
-/// min(acc), in eight lanes so that it vectorises.
-fn min_of(acc: &[f64]) -> f64 {
-    let mut lanes = [f64::INFINITY; 8];
-    let mut chunks = acc.chunks_exact(8);
-    for c in &mut chunks {
-        for (l, &a) in lanes.iter_mut().zip(c) {
-            *l = if a < *l { a } else { *l };
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .chain(lanes.iter())
-        .fold(f64::INFINITY, |m, &a| if a < m { a } else { m })
-}
-
-/// The sequential part of a pass over rows `first..` given in `sorted`
-/// (prepared): column order from the accumulated strength, then row k of
-/// `out` gets its ascending keys in that order. `out` holds the whole
-/// result, rows before `first` already final; `acc` holds the column sums
-/// of those rows.
+/// The sequential part of a pass for row k > 0, given sorted in `srow`
+/// with its draws `exps`: column order from the accumulated strength, then
+/// row k of `out` gets its ascending keys in that order. `acc` holds the
+/// column sums of the rows before, `low` their minimum; both are updated.
 #[allow(clippy::too_many_arguments)]
-fn consume(
-    sorted: &[u32],
-    first: usize,
-    rows: usize,
-    cols: usize,
-    method: Method,
+fn consume_row(
+    k: usize,
+    srow: &[u32],
     exps: &[f64],
+    rows: usize,
+    method: Method,
     values: Values,
     out: &mut [u32],
     acc: &mut [f64],
+    low: &mut f64,
     dr: &mut Drawing,
 ) {
-    // The chunk starts where the last one left the strengths.
-    let mut low = min_of(acc);
-    for (i, srow) in sorted.chunks_exact(cols).enumerate() {
-        let k = first + i;
-        let dst = &mut out[k * cols..(k + 1) * cols];
-        if k == 0 {
-            dst.copy_from_slice(srow);
-            low = accumulate(acc, srow, values);
-            continue;
-        }
-        match method {
-            Method::Pa => {
-                // Efraimidis-Spirakis: ascending E_j / p_j, E_j ~ Exp(1),
-                // is weighted sampling without replacement.
-                let exps = &exps[i * cols..(i + 1) * cols];
-                dr.kbits.resize(cols, 0);
-                let (lo, hi) = key_bits_row(&mut dr.kbits, acc, exps, low);
-                if let Some(mask) = order_columns(&dr.kbits, lo, hi, &mut dr.words, &mut dr.packed)
-                {
-                    // The m-th smallest key goes to the m-th drawn column.
-                    for (&w, &x) in dr.words.iter().zip(srow) {
-                        // SAFETY: the index bits of every word are a
-                        // distinct column below cols = dst.len().
-                        unsafe { *dst.get_unchecked_mut((w & mask) as usize) = x };
-                    }
-                } else {
-                    dr.order.clear();
-                    dr.order.resize(cols, 0);
-                    keys_row(&mut dr.order, acc, exps, low);
-                    sort_keys(&mut dr.order, &mut dr.keys);
-                    scatter(&dr.order, srow, dst);
+    let cols = srow.len();
+    let dst = &mut out[k * cols..(k + 1) * cols];
+    match method {
+        Method::Pa => {
+            // Efraimidis-Spirakis: ascending E_j / p_j, E_j ~ Exp(1),
+            // is weighted sampling without replacement.
+            dr.kbits.resize(cols, 0);
+            let (lo, hi) = key_bits_row(&mut dr.kbits, acc, exps, *low);
+            if let Some(mask) = order_columns(&dr.kbits, lo, hi, &mut dr.words, &mut dr.packed) {
+                // The m-th smallest key goes to the m-th drawn column.
+                for (&w, &x) in dr.words.iter().zip(srow) {
+                    // SAFETY: the index bits of every word are a
+                    // distinct column below cols = dst.len().
+                    unsafe { *dst.get_unchecked_mut((w & mask) as usize) = x };
                 }
-            }
-            Method::Deterministic => {
-                // Strongest column first, so that ascending values give the
-                // largest value to the weakest column.
-                let mut keyed: Vec<(u64, u32)> = acc
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &a)| (!f64_key(a), j as u32))
-                    .collect();
-                keyed.sort_unstable();
+            } else {
                 dr.order.clear();
-                dr.order.extend(keyed.into_iter().map(|(_, j)| j as u64));
+                dr.order.resize(cols, 0);
+                keys_row(&mut dr.order, acc, exps, *low);
+                sort_keys(&mut dr.order, &mut dr.keys);
                 scatter(&dr.order, srow, dst);
             }
         }
-        if k + 1 < rows {
-            low = accumulate(acc, dst, values);
+        Method::Deterministic => {
+            // Strongest column first, so that ascending values give the
+            // largest value to the weakest column.
+            let mut keyed: Vec<(u64, u32)> = acc
+                .iter()
+                .enumerate()
+                .map(|(j, &a)| (!f64_key(a), j as u32))
+                .collect();
+            keyed.sort_unstable();
+            dr.order.clear();
+            dr.order.extend(keyed.into_iter().map(|(_, j)| j as u64));
+            scatter(&dr.order, srow, dst);
         }
+    }
+    if k + 1 < rows {
+        *low = accumulate(acc, dst, values);
     }
 }
 
@@ -785,7 +855,6 @@ fn pass_keys(
     // permutation of all columns); the buffer is only sized.
     b.resize(a.len(), 0);
     let draws = (method == Method::Pa).then_some((seed, pass_no));
-    let chunk_rows = (CHUNK / cols).max(1);
     ws.acc.clear();
     ws.acc.resize(cols, 0.0);
     let Workspace {
@@ -796,37 +865,23 @@ fn pass_keys(
         values: vscratch,
         ..
     } = ws;
-    let [exps_now, exps_next] = exps;
-    let mut chunks: Vec<&mut [u32]> = a.chunks_mut(chunk_rows * cols).collect();
-    prepare(chunks[0], 0, cols, draws, exps_now, bits, vscratch);
-    for i in 0..chunks.len() {
-        let first = i * chunk_rows;
-        let (now, later) = chunks.split_at_mut(i + 1);
-        let now: &[u32] = now[i];
-        // The next chunk is prepared while this one is consumed: on the
-        // other core when one is free, else after it on this one.
-        rayon::join(
-            || {
-                consume(
-                    now, first, rows, cols, method, exps_now, values, b, acc, drawing,
-                )
-            },
-            || {
-                if let Some(next) = later.first_mut() {
-                    prepare(
-                        next,
-                        first + chunk_rows,
-                        cols,
-                        draws,
-                        exps_next,
-                        bits,
-                        vscratch,
-                    );
-                }
-            },
-        );
-        std::mem::swap(exps_now, exps_next);
-    }
+    let ahead = Ahead::new(a, cols, exps, draws);
+    // The helper runs on the other core when one is free; otherwise it
+    // starts after the sequential part, finds every row taken, and returns.
+    rayon::join(
+        || {
+            let (row0, _) = ahead.get(0, bits, vscratch);
+            b[..cols].copy_from_slice(row0);
+            let mut low = accumulate(acc, row0, values);
+            ahead.done(0);
+            for k in 1..rows {
+                let (srow, e) = ahead.get(k, bits, vscratch);
+                consume_row(k, srow, e, rows, method, values, b, acc, &mut low, drawing);
+                ahead.done(k);
+            }
+        },
+        || ahead.help(),
+    );
 }
 
 /// Transpose of a row-major `rows x cols` matrix of keys into `dst`, in
