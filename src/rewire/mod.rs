@@ -770,7 +770,6 @@ fn consume_row(
     k: usize,
     srow: &[u32],
     exps: &[f64],
-    rows: usize,
     method: Method,
     values: Values,
     out: &mut [u32],
@@ -815,9 +814,9 @@ fn consume_row(
             scatter(&dr.order, srow, dst);
         }
     }
-    if k + 1 < rows {
-        *low = accumulate(acc, dst, values);
-    }
+    // The last row is added too: the finished sums are the strengths
+    // the report needs (see [`rewire_matrix`]).
+    *low = accumulate(acc, dst, values);
 }
 
 /// The m-th smallest key of `srow` goes to the column in the low half of
@@ -876,7 +875,7 @@ fn pass_keys(
             ahead.done(0);
             for k in 1..rows {
                 let (srow, e) = ahead.get(k, bits, vscratch);
-                consume_row(k, srow, e, rows, method, values, b, acc, &mut low, drawing);
+                consume_row(k, srow, e, method, values, b, acc, &mut low, drawing);
                 ahead.done(k);
             }
         },
@@ -984,7 +983,7 @@ fn rewire_matrix(
     seed: &[u8; 32],
     values: Values,
     ws: &mut Workspace,
-) {
+) -> Option<Strength> {
     if opts.stabilize > 0 {
         let mut rng = ChaCha8Rng::from_seed(*seed);
         rng.set_stream(u64::MAX);
@@ -994,10 +993,18 @@ fn rewire_matrix(
     }
     let mut b = std::mem::take(&mut ws.b);
     pass_keys(keys, &mut b, rows, cols, opts.method, seed, 1, values, ws);
+    // Pass 2 permutes within the columns that pass 1 summed, so these are
+    // the final column strengths; pass 2's own sums are the final row
+    // strengths. That saves a sweep over the result.
+    let col = std::mem::take(&mut ws.acc);
     transpose(&b, rows, cols, keys);
     pass_keys(keys, &mut b, cols, rows, opts.method, seed, 2, values, ws);
     transpose(&b, cols, rows, keys);
     ws.b = b;
+    (rows >= 2 && cols >= 2).then(|| Strength {
+        row_std: std_dev(&ws.acc),
+        col_std: std_dev(&col),
+    })
 }
 
 /// Rewires the keys of a tensor's matrix view (row-major, `rows x cols`) in
@@ -1018,7 +1025,7 @@ pub fn rewire_keys(
         let before = keys.strength(rows, cols);
         let seed = tensor_seed(opts.seed, key);
         let mut k = std::mem::take(&mut keys.keys);
-        rewire_matrix(
+        let after = rewire_matrix(
             &mut k,
             rows,
             cols,
@@ -1028,7 +1035,7 @@ pub fn rewire_keys(
             &mut Workspace::default(),
         );
         keys.keys = k;
-        (before, keys.strength(rows, cols))
+        (before, after.unwrap_or_else(|| keys.strength(rows, cols)))
     })
 }
 
