@@ -787,11 +787,11 @@ fn consume_row(
             let (lo, hi) = key_bits_row(&mut dr.kbits, acc, exps, *low);
             if let Some(mask) = order_columns(&dr.kbits, lo, hi, &mut dr.words, &mut dr.packed) {
                 // The m-th smallest key goes to the m-th drawn column.
-                for (&w, &x) in dr.words.iter().zip(srow) {
-                    // SAFETY: the index bits of every word are a
-                    // distinct column below cols = dst.len().
-                    unsafe { *dst.get_unchecked_mut((w & mask) as usize) = x };
-                }
+                // SAFETY: one word per column, and the index bits of the
+                // words are the distinct columns 0..cols = 0..dst.len().
+                let scattered = unsafe { simd::scatter(&dr.words, mask, srow, dst) };
+                // order_columns answers only where AVX-512 is present.
+                debug_assert!(scattered);
             } else {
                 dr.order.clear();
                 dr.order.resize(cols, 0);

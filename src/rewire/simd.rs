@@ -107,6 +107,47 @@ unsafe fn ties512(words: &mut [u32], ib: u32, fix: &mut impl FnMut(&mut [u32], u
     }
 }
 
+/// `dst[words[m] & mask] = src[m]` for every m, sixteen at a time with a
+/// scatter instruction. Returns false (nothing written) where the CPU
+/// lacks AVX-512.
+///
+/// # Safety
+///
+/// `words.len() == src.len()`, and every `words[m] & mask` is below
+/// `dst.len()`.
+pub unsafe fn scatter(words: &[u32], mask: u32, src: &[u32], dst: &mut [u32]) -> bool {
+    debug_assert!(words.len() == src.len());
+    debug_assert!(words.iter().all(|&w| ((w & mask) as usize) < dst.len()));
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        scatter512(words, mask, src, dst);
+        return true;
+    }
+    let _ = (words, mask, src, dst);
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,popcnt")]
+unsafe fn scatter512(words: &[u32], mask: u32, src: &[u32], dst: &mut [u32]) {
+    let n = words.len();
+    let m = _mm512_set1_epi32(mask as i32);
+    let (wp, sp, dp) = (
+        words.as_ptr() as *const i32,
+        src.as_ptr() as *const i32,
+        dst.as_mut_ptr() as *mut i32,
+    );
+    let mut i = 0;
+    while i < n {
+        let lanes = (n - i).min(16);
+        let k = ((1u32 << lanes) - 1) as __mmask16;
+        let idx = _mm512_and_si512(_mm512_maskz_loadu_epi32(k, wp.add(i)), m);
+        let x = _mm512_maskz_loadu_epi32(k, sp.add(i));
+        _mm512_mask_i32scatter_epi32::<4>(dp, k, idx, x);
+        i += 16;
+    }
+}
+
 /// Sorts `a` in place, using `t` (same length) as scratch.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,popcnt")]
