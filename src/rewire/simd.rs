@@ -13,19 +13,33 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::sync::OnceLock;
 
 /// Largest slice the register network sorts: 32 registers of 16 items.
 const NET: usize = 256;
 
-/// Whether this CPU can run [`sort_u32`]'s vector code.
+/// Whether the environment variable `PA_ONNX_PORTABLE` is set: then no
+/// vector code beyond the baseline runs, as on a CPU without AVX2 or
+/// AVX-512. The output must not change, and a test checks that it does not.
+pub fn portable() -> bool {
+    static PORTABLE: OnceLock<bool> = OnceLock::new();
+    *PORTABLE.get_or_init(|| std::env::var_os("PA_ONNX_PORTABLE").is_some())
+}
+
+/// Whether this CPU can run [`sort_u32`]'s vector code (and
+/// [`portable`] is off).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("popcnt")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            !portable()
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("popcnt")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
 }
 
 /// Sorts `items` ascending with AVX-512 and returns true, or returns false

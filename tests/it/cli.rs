@@ -101,6 +101,34 @@ fn rewire_then_verify_and_reproducibility_across_thread_counts() {
 }
 
 #[test]
+fn vector_code_and_portable_code_give_the_same_bytes() {
+    // Rows of 1000 and 300 take the AVX-512 sorts (where the CPU has them)
+    // with a split and networks; the 2 x 17000 layer is too wide for the
+    // packed column words and takes the 64-bit path in any case.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("wide.onnx", mlp(1000, 300, 40)),
+        ("flat.onnx", mlp(17000, 2, 700)),
+    ] {
+        let m = write_temp(dir.path(), name, &bytes);
+        let run = |out: &str, portable: bool| {
+            let out = dir.path().join(out);
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_pa-onnx"));
+            cmd.args(["rewire", s(&m), s(&out), "--quiet"]);
+            if portable {
+                cmd.env("PA_ONNX_PORTABLE", "1");
+            }
+            let o = cmd.output().unwrap();
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            std::fs::read(out).unwrap()
+        };
+        let (vector, plain) = (run("vector.onnx", false), run("plain.onnx", true));
+        assert_ne!(vector, bytes, "{name}: nothing was rewired");
+        assert_eq!(vector, plain, "{name}: the vector code changed the output");
+    }
+}
+
+#[test]
 fn rewire_report_and_dry_run() {
     let dir = tempfile::tempdir().unwrap();
     let m = write_temp(dir.path(), "mlp.onnx", &mlp(16, 12, 4));
