@@ -20,5 +20,5 @@ pub mod train;
 pub mod verify;
 
 pub use error::{Error, Result};
-pub use pipeline::{rewire_file, rewire_tensor, RewireOptions};
+pub use pipeline::{rewire_file, rewire_tensor, Payload, RewireOptions};
 pub use plan::{locate, Plan, Selection};

@@ -55,9 +55,32 @@ fn batches(model: &Model, plan: &Plan, budget: u64) -> Vec<Vec<usize>> {
     crate::budget::batches(&costs, budget)
 }
 
+/// A rewired tensor's new payload bytes.
+pub struct Payload(Repr);
+
+enum Repr {
+    Bytes(Vec<u8>),
+    /// Little-endian words, kept as the buffer they were made in.
+    Words(Vec<u32>),
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Bytes(b) => b,
+            // SAFETY: any initialised u32 slice is a valid byte slice four
+            // times as long, and u8 needs no alignment.
+            Repr::Words(w) => unsafe {
+                std::slice::from_raw_parts(w.as_ptr() as *const u8, w.len() * 4)
+            },
+        }
+    }
+}
+
 /// Rewires one located weight of `model`: returns its new payload (same
 /// length, a bitwise permutation of the old one) and its report line.
-pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Vec<u8>, TensorReport)> {
+pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Payload, TensorReport)> {
     let t = &model.tensors[w.tensor];
     let scalar = payload::scalar(t)?;
     let bytes = model.payload(t)?;
@@ -88,7 +111,11 @@ pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Vec<u
             let mut new = vec![0u64; vals.len()];
             let mut dst = view;
             keys.for_each_bits(|_, b| new[dst.next().unwrap_or(0)] = b);
-            Ok((payload::varint_payload(&new), before, after))
+            Ok((
+                Payload(Repr::Bytes(payload::varint_payload(&new))),
+                before,
+                after,
+            ))
         }
     }
     .map_err(|()| non_finite(t))?;
@@ -122,7 +149,7 @@ fn fixed<const W: usize>(
     cols: usize,
     w: &Weight,
     opts: &Options,
-) -> std::result::Result<(Vec<u8>, rewire::Strength, rewire::Strength), ()> {
+) -> std::result::Result<(Payload, rewire::Strength, rewire::Strength), ()> {
     let word = |c: &[u8]| {
         let mut b = [0u8; 8];
         b[..W].copy_from_slice(c);
@@ -141,6 +168,12 @@ fn fixed<const W: usize>(
     // into memory) and is not needed again: the keys give back every bit.
     drop(bytes);
     let (before, after) = rewire::rewire_keys(&mut keys, rows, cols, &w.key, opts);
+    if view.is_identity() {
+        keys = match keys.into_bits32() {
+            Ok(words) => return Ok((Payload(Repr::Words(words)), before, after)),
+            Err(keys) => keys,
+        };
+    }
     let mut out = vec![0u8; keys.keys.len() * W];
     if view.is_identity() {
         keys.for_each_bits(|i, b| out[i * W..(i + 1) * W].copy_from_slice(&b.to_le_bytes()[..W]));
@@ -151,7 +184,7 @@ fn fixed<const W: usize>(
             out[s * W..(s + 1) * W].copy_from_slice(&b.to_le_bytes()[..W]);
         });
     }
-    Ok((out, before, after))
+    Ok((Payload(Repr::Bytes(out)), before, after))
 }
 
 /// Reads and plans `input` with the given selection.

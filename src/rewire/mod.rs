@@ -424,6 +424,19 @@ impl Keys {
         }
     }
 
+    /// The elements' bits as little-endian u32 words, made in place from
+    /// the keys (no second buffer the size of the tensor), for f32 keys;
+    /// other tensors are handed back.
+    pub fn into_bits32(mut self) -> std::result::Result<Vec<u32>, Keys> {
+        if self.scalar != Scalar::F32 || self.table.is_some() {
+            return Err(self);
+        }
+        for k in &mut self.keys {
+            *k = f32_unkey(*k).to_bits().to_le();
+        }
+        Ok(self.keys)
+    }
+
     /// Row and column strengths of the keys as a row-major matrix.
     pub fn strength(&self, rows: usize, cols: usize) -> Strength {
         let v = self.values();
