@@ -431,8 +431,15 @@ impl Keys {
         if self.scalar != Scalar::F32 || self.table.is_some() {
             return Err(self);
         }
-        for k in &mut self.keys {
-            *k = f32_unkey(*k).to_bits().to_le();
+        let bits = |ks: &mut [u32]| {
+            for k in ks {
+                *k = f32_unkey(*k).to_bits().to_le();
+            }
+        };
+        if self.keys.len() >= PARALLEL_MIN {
+            self.keys.par_chunks_mut(PARALLEL_MIN).for_each(bits);
+        } else {
+            bits(&mut self.keys);
         }
         Ok(self.keys)
     }
@@ -1232,5 +1239,24 @@ mod tests {
         assert!(k.finite());
         // Rank keys keep the order of the values.
         assert!(k.keys[1] < k.keys[0] && k.keys[0] < k.keys[2]);
+    }
+
+    #[test]
+    fn f32_keys_come_back_as_bits_in_place() {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        // Below and above the size split between threads.
+        for n in [5usize, PARALLEL_MIN * 2 + 3] {
+            let mut words: Vec<u32> = (0..n).map(|_| rng.random::<u32>() & 0xbfff_ffff).collect();
+            words[1] = (-0.0f32).to_bits();
+            let keys = Keys::encode(Scalar::F32, words.iter().map(|&w| w as u64));
+            let back = keys.into_bits32().ok().unwrap();
+            assert_eq!(
+                back.iter().map(|w| u32::from_le(*w)).collect::<Vec<_>>(),
+                words
+            );
+        }
+        let f16 = Keys::encode(Scalar::F16, [0x3c00u64].into_iter());
+        assert!(f16.into_bits32().is_err());
     }
 }
