@@ -1228,8 +1228,21 @@ impl Graph {
             let steps = vec![1; starts.len()];
             (starts, ends, axes, steps)
         };
+        let k = starts.len();
+        if ends.len() != k || axes.len() != k || steps.len() != k {
+            return Err(node_err(
+                n,
+                "Slice starts, ends, axes and steps must have the same length",
+            ));
+        }
         let mut out = vec![];
-        for i in 0..starts.len() {
+        for i in 0..k {
+            if !(-(r as i64)..r as i64).contains(&axes[i]) {
+                return Err(node_err(
+                    n,
+                    format!("Slice axis {} is out of range for rank {r}", axes[i]),
+                ));
+            }
             let a = norm_axis(axes[i], r);
             let d = shape[a];
             let step = steps[i];

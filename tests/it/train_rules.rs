@@ -463,6 +463,22 @@ fn slice_with_step_zero_is_an_error() {
     assert!(err.to_string().contains("step"), "{err}");
 }
 
+/// An axis outside the input's rank is invalid too: an error, not a panic.
+#[test]
+fn slice_with_an_axis_out_of_range_is_an_error() {
+    let opts = TrainGraphOptions {
+        loss: LossKind::MeanSquaredError,
+        trainable: Some(vec!["w".into()]),
+        ..Default::default()
+    };
+    for axis in [1, -2] {
+        let w = f32s("w", &[4], &wave(4, 1));
+        let m = slice_model(w, &[0], &[4], &[axis], &[1], vec![4]);
+        let err = build_training_graph(&m.encode(), &opts).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+    }
+}
+
 // ---- Gather --------------------------------------------------------------------------
 
 /// How a Gather test feeds its indices.
