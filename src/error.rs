@@ -54,6 +54,11 @@ pub enum Error {
     /// An option's value cannot be used.
     #[error("invalid option {option}: {detail}")]
     InvalidOption { option: String, detail: String },
+
+    /// The thread writing the output stopped early; the error that stopped
+    /// it is the one reported, so this one only ends the other threads.
+    #[error("the output writer stopped")]
+    WriterStopped,
 }
 
 impl Error {
