@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use pa_onnx::pipeline::{rewire_file, RewireOptions};
-use pa_onnx::rewire::{rewire_keys, Keys, Options, Scalar};
+use pa_onnx::rewire::{rewire_keys, Keys, Options};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
@@ -23,13 +23,13 @@ fn matrices(c: &mut Criterion) {
     let mut g = c.benchmark_group("matrix");
     g.sampling_mode(SamplingMode::Flat).sample_size(10);
     for (r, k) in [(64usize, 784usize), (512, 512), (512, 4608), (1000, 2048)] {
-        let vals = kaiming(r, k);
-        // What the tool does per f32 tensor: keys from the payload's bits,
+        let vals: Vec<u8> = kaiming(r, k).iter().flat_map(|v| v.to_le_bytes()).collect();
+        // What the tool does per f32 tensor: keys from the payload's bytes,
         // both passes, the strengths before and after, bits back (in the
         // keys' own buffer).
         g.bench_function(format!("{r}x{k}"), |b| {
             b.iter(|| {
-                let mut keys = Keys::encode(Scalar::F32, vals.iter().map(|v| v.to_bits() as u64));
+                let mut keys = Keys::from_f32_le(&vals);
                 let stats = rewire_keys(&mut keys, r, k, "w", &Options::default());
                 let out = keys.into_bits32().ok().expect("f32 keys");
                 (stats, out)

@@ -156,7 +156,9 @@ fn fixed<const W: usize>(
         u64::from_le_bytes(b)
     };
     let at = |s: usize| word(&bytes[s * W..(s + 1) * W]);
-    let mut keys = if view.is_identity() {
+    let mut keys = if view.is_identity() && W == 4 && scalar == rewire::Scalar::F32 {
+        Keys::from_f32_le(&bytes)
+    } else if view.is_identity() {
         Keys::encode(scalar, bytes.chunks_exact(W).map(word))
     } else {
         Keys::encode(scalar, view.clone().map(at))

@@ -384,6 +384,32 @@ impl Keys {
         }
     }
 
+    /// Keys of an f32 payload given as little-endian bytes: the same as
+    /// [`Keys::encode`] with [`Scalar::F32`] (every f32 survives the round
+    /// trip), in a plain loop over the bytes that vectorises.
+    pub fn from_f32_le(bytes: &[u8]) -> Keys {
+        assert_eq!(bytes.len() % 4, 0);
+        let n = bytes.len() / 4;
+        let mut keys: Vec<u32> = Vec::with_capacity(n);
+        let mut infinite = false;
+        for (k, c) in keys.spare_capacity_mut()[..n]
+            .iter_mut()
+            .zip(bytes.chunks_exact(4))
+        {
+            let b = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            infinite |= b & 0x7f80_0000 == 0x7f80_0000;
+            k.write(f32_key(f32::from_bits(b)));
+        }
+        // SAFETY: the loop wrote all n slots.
+        unsafe { keys.set_len(n) };
+        Keys {
+            keys,
+            scalar: Scalar::F32,
+            table: None,
+            finite: !infinite,
+        }
+    }
+
     /// Whether every value is finite (rewiring NaN or infinity is
     /// meaningless: the strengths would be NaN).
     pub fn finite(&self) -> bool {
@@ -1242,7 +1268,7 @@ mod tests {
     }
 
     #[test]
-    fn f32_keys_come_back_as_bits_in_place() {
+    fn f32_keys_from_bytes_and_back_to_bits_in_place() {
         use rand::Rng;
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         // Below and above the size split between threads.
@@ -1250,11 +1276,19 @@ mod tests {
             let mut words: Vec<u32> = (0..n).map(|_| rng.random::<u32>() & 0xbfff_ffff).collect();
             words[1] = (-0.0f32).to_bits();
             let keys = Keys::encode(Scalar::F32, words.iter().map(|&w| w as u64));
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let from_bytes = Keys::from_f32_le(&bytes);
+            assert_eq!(from_bytes.keys, keys.keys);
+            assert!(from_bytes.finite() && keys.finite());
             let back = keys.into_bits32().ok().unwrap();
             assert_eq!(
                 back.iter().map(|w| u32::from_le(*w)).collect::<Vec<_>>(),
                 words
             );
+        }
+        for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+            let bytes: Vec<u8> = [1.0f32, bad].iter().flat_map(|v| v.to_le_bytes()).collect();
+            assert!(!Keys::from_f32_le(&bytes).finite());
         }
         let f16 = Keys::encode(Scalar::F16, [0x3c00u64].into_iter());
         assert!(f16.into_bits32().is_err());
