@@ -1064,9 +1064,9 @@ pub fn rewire_keys(
     opts: &Options,
 ) -> (Strength, Strength) {
     assert_eq!(keys.keys.len(), rows * cols);
-    // The passes hand chunks between two threads once per few thousand
-    // elements; called from outside the pool, each hand-over would be a
-    // cross-thread wake-up, so the whole job moves into the pool first.
+    // Each pass, transpose and sum is a fork into the thread pool; called
+    // from outside it, every fork would also be a hand-over from this
+    // thread to a pool thread and back, so the whole job moves in first.
     rayon::scope(|_| {
         let before = keys.strength(rows, cols);
         let seed = tensor_seed(opts.seed, key);
