@@ -671,6 +671,9 @@ struct Ahead<'a> {
     claimed: AtomicUsize,
     ready: Vec<AtomicBool>,
     consumed: AtomicUsize,
+    /// Set if either thread panicked, so that the other stops waiting for
+    /// it (rayon reports the panic once both closures have returned).
+    died: AtomicBool,
 }
 
 // SAFETY: rows and ring slots are written only by the thread that claimed
@@ -698,6 +701,7 @@ impl<'a> Ahead<'a> {
             claimed: AtomicUsize::new(0),
             ready: (0..rows).map(|_| AtomicBool::new(false)).collect(),
             consumed: AtomicUsize::new(0),
+            died: AtomicBool::new(false),
         }
     }
 
@@ -724,15 +728,35 @@ impl<'a> Ahead<'a> {
 
     /// The helper: prepares rows in order until none is left.
     fn help(&self) {
+        let _alarm = self.alarm();
         let (mut bits, mut scratch) = (Vec::new(), Scratch::default());
         loop {
             let k = self.claimed.fetch_add(1, Ordering::AcqRel);
             if k >= self.rows {
                 return;
             }
-            wait(|| k < self.consumed.load(Ordering::Acquire) + self.window);
+            wait(|| {
+                k < self.consumed.load(Ordering::Acquire) + self.window
+                    || self.died.load(Ordering::Acquire)
+            });
+            if self.died.load(Ordering::Acquire) {
+                return;
+            }
             self.prepare(k, &mut bits, &mut scratch);
         }
+    }
+
+    /// A guard that sets `died` if its thread unwinds while it lives.
+    fn alarm(&self) -> impl Drop + '_ {
+        struct Alarm<'a>(&'a AtomicBool);
+        impl Drop for Alarm<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(true, Ordering::Release);
+                }
+            }
+        }
+        Alarm(&self.died)
     }
 
     /// Row k, sorted, and its draws, for the sequential part, which must
@@ -746,7 +770,12 @@ impl<'a> Ahead<'a> {
             if mine {
                 self.prepare(k, bits, scratch);
             } else {
-                wait(|| self.ready[k].load(Ordering::Acquire));
+                wait(|| self.ready[k].load(Ordering::Acquire) || self.died.load(Ordering::Acquire));
+                // The helper's own panic is what rayon reports.
+                assert!(
+                    self.ready[k].load(Ordering::Acquire),
+                    "the helper preparing row {k} panicked"
+                );
             }
         }
         let c = self.cols;
@@ -915,6 +944,7 @@ fn pass_keys(
     // starts after the sequential part, finds every row taken, and returns.
     rayon::join(
         || {
+            let _alarm = ahead.alarm();
             let (row0, _) = ahead.get(0, bits, vscratch);
             b[..cols].copy_from_slice(row0);
             let mut low = accumulate(acc, row0, values);
