@@ -576,23 +576,10 @@ fn exp_row(bits: &[u32], out: &mut [f64]) {
     widest!(body(bits: &[u32], out: &mut [f64]))
 }
 
-/// The Efraimidis-Spirakis words of one row: `key << 32 | j` with key
-/// E_j / p_j as f32, p_j = acc_j + |low| + 1 >= 1, `low` being min(acc). Keys are positive,
-/// so their f32 bit patterns order like their values.
-fn keys_row(order: &mut [u64], acc: &[f64], exps: &[f64], low: f64) {
-    #[inline(always)]
-    fn body(order: &mut [u64], acc: &[f64], exps: &[f64], low: f64) {
-        let shift = low.abs() + 1.0;
-        for (j, ((o, &a), &e)) in order.iter_mut().zip(acc).zip(exps).enumerate() {
-            let key = (e / (a + shift)) as f32;
-            *o = ((key.to_bits() as u64) << 32) | j as u64;
-        }
-    }
-    widest!(body(order: &mut [u64], acc: &[f64], exps: &[f64], low: f64))
-}
-
-/// The keys of one row as f32 bit patterns (E_j / p_j as in
-/// [`keys_row`]), with their minimum and maximum.
+/// The Efraimidis-Spirakis keys of one row, E_j / p_j with
+/// p_j = acc_j + |low| + 1 >= 1 (`low` being min(acc)), as the bit patterns
+/// of positive f32s, which order like their values; with their minimum
+/// and maximum.
 fn key_bits_row(kbits: &mut [u32], acc: &[f64], exps: &[f64], low: f64) -> (u32, u32) {
     #[inline(always)]
     fn body(kbits: &mut [u32], acc: &[f64], exps: &[f64], low: f64) -> (u32, u32) {
@@ -868,9 +855,14 @@ fn consume_row(
                 // order_columns answers only where AVX-512 is present.
                 debug_assert!(scattered);
             } else {
+                // Words `key << 32 | j`: ties go to the lower column.
                 dr.order.clear();
-                dr.order.resize(cols, 0);
-                keys_row(&mut dr.order, acc, exps, *low);
+                dr.order.extend(
+                    dr.kbits
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &k)| ((k as u64) << 32) | j as u64),
+                );
                 sort_keys(&mut dr.order, &mut dr.keys);
                 scatter(&dr.order, srow, dst);
             }
