@@ -189,6 +189,52 @@ fn fixed<const W: usize>(
     Ok((Payload(Repr::Bytes(out)), before, after))
 }
 
+/// Rewires the weights of one batch in parallel and writes them into
+/// `staged`, returning their report lines by plan index.
+///
+/// New payloads go to a writer thread, so that the time the kernel takes to
+/// copy them into the file (tens of milliseconds for 10 MB on this VM, more
+/// while the file it replaces is being written back) overlaps with
+/// rewiring instead of holding up a core that has more to rewire. The
+/// writer lives as long as the batch: a payload waiting for it is part of
+/// its tensor's work space, which the batch was sized to hold, and the next
+/// batch starts only once every write is done.
+fn rewire_batch(
+    model: &Model,
+    plan: &Plan,
+    batch: &[usize],
+    staged: &Output,
+    opts: &RewireOptions,
+) -> Result<Vec<(usize, TensorReport)>> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Payload)>(2);
+        let writer = scope.spawn(move || -> Result<()> {
+            for (tensor, bytes) in rx {
+                staged.write(model, tensor, &bytes)?;
+            }
+            Ok(())
+        });
+        let done = batch
+            .par_iter()
+            .map(|&i| {
+                let w = &plan.weights[i];
+                let (bytes, rep) = rewire_tensor(model, w, &opts.rewire)?;
+                // A closed queue means the writer failed; its error is the
+                // one reported.
+                tx.send((w.tensor, bytes))
+                    .map_err(|_| Error::WriterStopped)?;
+                if let Some(p) = &opts.progress {
+                    p(&w.name);
+                }
+                Ok((i, rep))
+            })
+            .collect::<Result<Vec<_>>>();
+        drop(tx);
+        writer.join().expect("the writer thread does not panic")?;
+        done
+    })
+}
+
 /// Reads and plans `input` with the given selection.
 pub fn plan_file(input: &Path, selection: &Selection) -> Result<(Model, Plan)> {
     let model = Model::open(input)?;
@@ -232,49 +278,16 @@ pub fn rewire_model(
     if let Some(out) = output {
         let indices: Vec<usize> = plan.weights.iter().map(|w| w.tensor).collect();
         let staged = Output::create(model, out, &indices, opts.write)?;
-        // New payloads go to a writer thread, so that the time the kernel
-        // takes to copy them into the file (tens of milliseconds for 10 MB
-        // on this VM, more while the file it replaces is being written
-        // back) overlaps with rewiring instead of holding up a core that
-        // has more to rewire. Two payloads at most wait in the queue.
-        let (results, sha, written) = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Payload)>(2);
-            let writer = scope.spawn(|| -> Result<()> {
-                for (tensor, bytes) in rx {
-                    staged.write(model, tensor, &bytes)?;
+        let (results, sha) = rayon::join(
+            || {
+                let mut done = Vec::new();
+                for batch in batches(model, plan, budget) {
+                    done.extend(rewire_batch(model, plan, &batch, &staged, opts)?);
                 }
-                Ok(())
-            });
-            let (results, sha) = rayon::join(
-                || {
-                    let mut done = Vec::new();
-                    for batch in batches(model, plan, budget) {
-                        let part = batch
-                            .par_iter()
-                            .map(|&i| {
-                                let w = &plan.weights[i];
-                                let (bytes, rep) = rewire_tensor(model, w, &opts.rewire)?;
-                                // A closed queue means the writer failed; its
-                                // error is the one reported.
-                                tx.send((w.tensor, bytes))
-                                    .map_err(|_| Error::WriterStopped)?;
-                                if let Some(p) = &opts.progress {
-                                    p(&w.name);
-                                }
-                                Ok((i, rep))
-                            })
-                            .collect::<Result<Vec<_>>>()?;
-                        done.extend(part);
-                    }
-                    Ok::<_, Error>(done)
-                },
-                input_hash,
-            );
-            drop(tx);
-            let written = writer.join().expect("the writer thread does not panic");
-            (results, sha, written)
-        });
-        written?;
+                Ok::<_, Error>(done)
+            },
+            input_hash,
+        );
         let mut results = results?;
         input_sha = sha;
         results.sort_by_key(|(i, _)| *i);
