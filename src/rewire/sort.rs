@@ -7,8 +7,11 @@
 //! Either way the sorted result is fully determined by the input set,
 //! whichever algorithm produced it, which keeps the output reproducible.
 //!
-//! Both are sorted by a least-significant-digit radix sort on the top
-//! bits of the 32-bit key (all histograms counted in one read), followed
+//! Where the CPU has AVX-512, values and the columns of rows up to
+//! [`PACKED_MAX`] wide are sorted in vector registers ([`super::simd`],
+//! through [`sort_values`] and [`order_columns`]). Elsewhere, and for the
+//! columns of wider rows, both are sorted by a least-significant-digit
+//! radix sort on the top bits of the 32-bit key (all histograms counted in one read), followed
 //! by an insertion sort on the whole items. Rows shorter than [`WIDE`] use
 //! three one-byte digits (a pass is skipped where every item has the same
 //! byte); longer rows use two 11-bit digits, whose 2048-count histograms
