@@ -109,12 +109,13 @@ pub fn order_columns(
     scratch: &mut Scratch<u32>,
 ) -> Option<u32> {
     let c = kbits.len();
-    if !(2..=PACKED_MAX).contains(&c) || !simd::available() {
+    if !(2..=PACKED_MAX).contains(&c) {
         return None;
     }
     let ib = usize::BITS - (c - 1).leading_zeros();
     let room = 32 - ib;
     let s = (32 - (hi - lo).leading_zeros()).saturating_sub(room);
+    // Without AVX-512 nothing is packed, and the 64-bit words serve.
     if !simd::pack(kbits, lo, s, ib, words) {
         return None;
     }
