@@ -634,27 +634,28 @@ fn a_required_backend_that_cannot_run_is_a_failure() {
     let mut w2 = W2;
     w2.swap(0, 1);
     let candidate = write(dir.path(), "c.onnx", &model(mlp_graph(&w2), &[]));
-    let opts = InferenceOptions {
+    // A runtime library that does not exist: CUDA cannot run on any
+    // machine, a GPU machine included.
+    let mut opts = InferenceOptions {
         require: vec![BackendKind::OrtCuda],
         ..compare_options()
     };
+    opts.backend.ort_lib = Some(dir.path().join("none").join("libonnxruntime.so.1.99.0"));
     let report = compare_models(&original, &candidate, &[BackendKind::Tract], &opts);
     let cuda = report
         .backend(BackendKind::OrtCuda)
         .expect("required backends always run");
     assert!(cuda.required);
-    if cuda.status != Status::Passed {
-        assert_eq!(cuda.status, Status::Failed);
-        assert!(
-            cuda.reason
-                .as_deref()
-                .unwrap()
-                .starts_with("required, but skipped"),
-            "{:?}",
-            cuda.reason
-        );
-        assert!(!report.passed());
-    }
+    assert_eq!(cuda.status, Status::Failed);
+    assert!(
+        cuda.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("required, but skipped"),
+        "{:?}",
+        cuda.reason
+    );
+    assert!(!report.passed());
 }
 
 #[test]
@@ -708,7 +709,11 @@ fn committed_models_agree_across_backends() {
         let report = compare_models(
             &path,
             &path,
-            &[BackendKind::Tract, BackendKind::OrtCpu],
+            &[
+                BackendKind::Tract,
+                BackendKind::OrtCpu,
+                BackendKind::OrtCuda,
+            ],
             &opts,
         );
         eprintln!("{}:\n{report}", path.display());

@@ -275,7 +275,18 @@ fn verify_with_backends_and_required_skips() {
     }
 
     // A backend that cannot be had is a skip, and a failure once required.
-    let o = pa(&["verify", s(&m), s(&out), "--backends", "tract,ort-cuda"]);
+    // A runtime library that does not exist makes ort-cuda unavailable on
+    // any machine, a GPU machine included.
+    let lib = dir.path().join("none").join("libonnxruntime.so.1.99.0");
+    let o = pa(&[
+        "verify",
+        s(&m),
+        s(&out),
+        "--backends",
+        "tract,ort-cuda",
+        "--ort-lib",
+        s(&lib),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("skipped"), "{}", stdout(&o));
     let o = pa(&[
@@ -286,6 +297,8 @@ fn verify_with_backends_and_required_skips() {
         "tract",
         "--require",
         "ort-cuda",
+        "--ort-lib",
+        s(&lib),
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 
