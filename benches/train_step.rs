@@ -4,7 +4,8 @@
 //! statistics to ONNX Runtime's CPU provider, run loss + gradients, update
 //! with SGD-momentum in Rust. `device_step` is [`DeviceTrainer::step`]:
 //! parameters, gradients and optimizer state stay in ONNX Runtime, the
-//! update is a second graph, only the batch goes in (ORT-training's way).
+//! update is appended to the training graph, only the batch goes in
+//! (ORT-training's way).
 //! The models are the `bench.onnx` exports next to the gradient fixtures
 //! (same weights as `model.onnx`, batch 64), built for the ONNX Runtime
 //! graph target. The forward pass alone is timed too, as the yardstick a
@@ -93,7 +94,7 @@ fn train_step(c: &mut Criterion) {
             Err(e) => panic!("{case} on {kind}: {e}"),
         }
         // The device trainer keeps parameters and optimizer state in the
-        // runtime and updates them with a second graph, as ORT-training
+        // runtime and updates them inside the training run, as ORT-training
         // does: the step to compare with scripts/ort_training_bench.py.
         let sgd = DeviceOptimizer::Sgd {
             lr: 1e-3,

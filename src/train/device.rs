@@ -3,15 +3,13 @@
 //!
 //! [`super::Trainer`] copies every parameter to the runtime and every
 //! gradient back at each step, and updates in Rust: right for the CPU,
-//! wasteful for a GPU. Here the update is itself an ONNX graph (built
-//! below, default-domain operators only) run by a second session, and I/O
-//! binding chains the two: the gradients, the new parameters, the optimizer
-//! state and the running statistics stay on the device from one run to the
-//! next, and only the batch goes in and the loss comes out. The update
-//! graph computes exactly the expressions of [`super::optim`], operation by
+//! wasteful for a GPU. Here the update is appended to the training graph
+//! (default-domain operators only), so one session run is one whole step,
+//! and I/O binding carries the new parameters, the optimizer state and the
+//! running statistics from one run to the next without leaving the
+//! device: only the batch goes in and the loss comes out. The update
+//! computes exactly the expressions of [`super::optim`], operation by
 //! operation, so both trainers take the same steps.
-
-use std::path::Path;
 
 use ::ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ::ort::session::Session;
@@ -19,10 +17,10 @@ use ::ort::value::{DynValue, Tensor};
 use prost::Message;
 
 use super::ir::{tensor_f32, value_info};
-use super::{TrainError, TrainTensor, TrainingGraph};
+use super::{TrainError, TrainingGraph};
 use crate::backend::ort::{raw_session, to_ort};
 use crate::backend::{BackendKind, BackendOptions, HostTensor};
-use crate::onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+use crate::onnx::pb::{ModelProto, NodeProto};
 
 const F32: i32 = 1;
 
@@ -65,7 +63,10 @@ impl DeviceOptimizer {
     }
 }
 
-/// A small graph under construction: nodes named in order.
+/// Prefix of every name the update adds to the training graph.
+const PREFIX: &str = "pa_update/";
+
+/// Nodes under construction, named in order under [`PREFIX`].
 struct Builder {
     nodes: Vec<NodeProto>,
     consts: Vec<crate::onnx::pb::TensorProto>,
@@ -75,11 +76,11 @@ struct Builder {
 impl Builder {
     fn op(&mut self, op: &str, inputs: &[&str], out: Option<String>) -> String {
         self.n += 1;
-        let out = out.unwrap_or_else(|| format!("t{}", self.n));
+        let out = out.unwrap_or_else(|| format!("{PREFIX}t{}", self.n));
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![out.clone()],
-            name: format!("{op}_{}", self.n),
+            name: format!("{PREFIX}{op}_{}", self.n),
             op_type: op.into(),
             ..Default::default()
         });
@@ -87,21 +88,66 @@ impl Builder {
     }
 
     fn scalar(&mut self, name: &str, v: f32) -> String {
-        self.consts.push(tensor_f32(name, &[], &[v]));
-        name.to_string()
+        let name = format!("{PREFIX}{name}");
+        self.consts.push(tensor_f32(&name, &[], &[v]));
+        name
     }
 }
 
-/// The update graph: inputs `lr` (and, for AdamW, `c1`, `c2`, `decay`,
-/// computed on the host per step), then per parameter i `p{i}`, `g{i}` and
-/// its state `s{i}_{slot}`; outputs `p{i}_new` and `s{i}_{slot}_new`.
-pub fn update_graph(params: &[TrainTensor], opt: &DeviceOptimizer) -> Vec<u8> {
+/// Graph input of a per-step scalar (`lr`; for AdamW also `c1`, `c2`,
+/// `decay`), fed from the host at each step.
+fn scalar_input(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+/// Graph input of parameter i's optimizer state `slot`.
+fn state_input(i: usize, slot: &str) -> String {
+    format!("{PREFIX}s{i}_{slot}")
+}
+
+/// The graph output that replaces `input` after the step.
+fn new_value(input: &str) -> String {
+    format!("{input}_new")
+}
+
+/// Graph output holding parameter i after the step.
+fn param_output(i: usize) -> String {
+    format!("{PREFIX}p{i}_new")
+}
+
+/// The training graph with the optimizer's update appended, so that one run
+/// is one whole step. The update reads each parameter and its gradient
+/// inside the graph; its extra inputs are the per-step scalars and the
+/// optimizer state, and the gradients leave the outputs, replaced by the
+/// new parameters and state. The arithmetic is exactly that of
+/// [`super::optim`], operation by operation.
+fn fused_graph(graph: &TrainingGraph, opt: &DeviceOptimizer) -> Result<Vec<u8>, TrainError> {
+    let mut model = ModelProto::decode(graph.model.as_slice())
+        .map_err(|e| run_err(format!("the training graph does not decode: {e}")))?;
+    let g = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| run_err("the training graph has no graph"))?;
+    // The added names must not meet the graph's own.
+    let taken = g
+        .input
+        .iter()
+        .chain(&g.output)
+        .map(|v| &v.name)
+        .chain(g.initializer.iter().map(|t| &t.name))
+        .chain(g.node.iter().flat_map(|n| n.output.iter().chain([&n.name])));
+    if let Some(name) = taken.into_iter().find(|n| n.starts_with(PREFIX)) {
+        return Err(run_err(format!(
+            "the training graph already uses the name `{name}`, reserved for the update"
+        )));
+    }
     let mut b = Builder {
         nodes: Vec::new(),
         consts: Vec::new(),
         n: 0,
     };
-    let mut inputs = vec![value_info("lr", F32, &[])];
+    let lr = scalar_input("lr");
+    let mut inputs = vec![value_info(&lr, F32, &[])];
     let mut outputs = Vec::new();
     match *opt {
         DeviceOptimizer::Sgd {
@@ -110,26 +156,29 @@ pub fn update_graph(params: &[TrainTensor], opt: &DeviceOptimizer) -> Vec<u8> {
             ..
         } => {
             let (mom, wd) = (b.scalar("momentum", momentum), b.scalar("wd", weight_decay));
-            for (i, p) in params.iter().enumerate() {
-                let (pi, gi, vi) = (format!("p{i}"), format!("g{i}"), format!("s{i}_velocity"));
-                for name in [&pi, &gi, &vi] {
-                    inputs.push(value_info(name, F32, &p.shape));
-                }
+            for (i, p) in graph.params.iter().enumerate() {
+                let (pi, gi, vi) = (&p.name, &p.grad, state_input(i, "velocity"));
+                inputs.push(value_info(&vi, F32, &p.shape));
                 // g + wd * p; v = momentum * v + g; p - lr * v
-                let decayed = b.op("Mul", &[&wd, &pi], None);
-                let g = b.op("Add", &[&gi, &decayed], None);
+                let decayed = b.op("Mul", &[&wd, pi], None);
+                let g = b.op("Add", &[gi, &decayed], None);
                 let kept = b.op("Mul", &[&mom, &vi], None);
-                let v = b.op("Add", &[&kept, &g], Some(format!("{vi}_new")));
-                let step = b.op("Mul", &["lr", &v], None);
-                b.op("Sub", &[&pi, &step], Some(format!("{pi}_new")));
-                outputs.push(value_info(&format!("{pi}_new"), F32, &p.shape));
+                let v = b.op("Add", &[&kept, &g], Some(new_value(&vi)));
+                let step = b.op("Mul", &[&lr, &v], None);
+                let p_new = b.op("Sub", &[pi, &step], Some(param_output(i)));
+                outputs.push(value_info(&p_new, F32, &p.shape));
                 outputs.push(value_info(&v, F32, &p.shape));
             }
         }
         DeviceOptimizer::AdamW {
             beta1, beta2, eps, ..
         } => {
-            for name in ["c1", "c2", "decay"] {
+            let (c1, c2, decay) = (
+                scalar_input("c1"),
+                scalar_input("c2"),
+                scalar_input("decay"),
+            );
+            for name in [&c1, &c2, &decay] {
                 inputs.push(value_info(name, F32, &[]));
             }
             let b1 = b.scalar("beta1", beta1);
@@ -137,55 +186,43 @@ pub fn update_graph(params: &[TrainTensor], opt: &DeviceOptimizer) -> Vec<u8> {
             let ob1 = b.scalar("one_minus_beta1", 1.0 - beta1);
             let ob2 = b.scalar("one_minus_beta2", 1.0 - beta2);
             let eps = b.scalar("eps", eps);
-            for (i, p) in params.iter().enumerate() {
-                let (pi, gi) = (format!("p{i}"), format!("g{i}"));
-                let (mi, vi) = (format!("s{i}_m"), format!("s{i}_v"));
-                for name in [&pi, &gi, &mi, &vi] {
+            for (i, p) in graph.params.iter().enumerate() {
+                let (pi, gi) = (&p.name, &p.grad);
+                let (mi, vi) = (state_input(i, "m"), state_input(i, "v"));
+                for name in [&mi, &vi] {
                     inputs.push(value_info(name, F32, &p.shape));
                 }
                 // p *= decay; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g g;
                 // p -= lr (m / c1) / (sqrt(v / c2) + eps)
-                let p1 = b.op("Mul", &[&pi, "decay"], None);
+                let p1 = b.op("Mul", &[pi, &decay], None);
                 let m_old = b.op("Mul", &[&b1, &mi], None);
-                let m_g = b.op("Mul", &[&ob1, &gi], None);
-                let m = b.op("Add", &[&m_old, &m_g], Some(format!("{mi}_new")));
+                let m_g = b.op("Mul", &[&ob1, gi], None);
+                let m = b.op("Add", &[&m_old, &m_g], Some(new_value(&mi)));
                 let v_old = b.op("Mul", &[&b2, &vi], None);
-                let v_g = b.op("Mul", &[&ob2, &gi], None);
-                let v_gg = b.op("Mul", &[&v_g, &gi], None);
-                let v = b.op("Add", &[&v_old, &v_gg], Some(format!("{vi}_new")));
-                let v_hat = b.op("Div", &[&v, "c2"], None);
+                let v_g = b.op("Mul", &[&ob2, gi], None);
+                let v_gg = b.op("Mul", &[&v_g, gi], None);
+                let v = b.op("Add", &[&v_old, &v_gg], Some(new_value(&vi)));
+                let v_hat = b.op("Div", &[&v, &c2], None);
                 let root = b.op("Sqrt", &[&v_hat], None);
                 let denom = b.op("Add", &[&root, &eps], None);
-                let m_hat = b.op("Div", &[&m, "c1"], None);
-                let scaled = b.op("Mul", &["lr", &m_hat], None);
+                let m_hat = b.op("Div", &[&m, &c1], None);
+                let scaled = b.op("Mul", &[&lr, &m_hat], None);
                 let step = b.op("Div", &[&scaled, &denom], None);
-                b.op("Sub", &[&p1, &step], Some(format!("{pi}_new")));
-                outputs.push(value_info(&format!("{pi}_new"), F32, &p.shape));
+                let p_new = b.op("Sub", &[&p1, &step], Some(param_output(i)));
+                outputs.push(value_info(&p_new, F32, &p.shape));
                 outputs.push(value_info(&m, F32, &p.shape));
                 outputs.push(value_info(&v, F32, &p.shape));
             }
         }
     }
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "pa-onnx".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(GraphProto {
-            node: b.nodes,
-            name: "update".into(),
-            initializer: b.consts,
-            input: inputs,
-            output: outputs,
-            doc_string: "optimizer update written by pa-onnx".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    let grads: std::collections::HashSet<&str> =
+        graph.params.iter().map(|p| p.grad.as_str()).collect();
+    g.output.retain(|o| !grads.contains(o.name.as_str()));
+    g.output.extend(outputs);
+    g.input.extend(inputs);
+    g.node.extend(b.nodes);
+    g.initializer.extend(b.consts);
+    Ok(model.encode_to_vec())
 }
 
 /// Runs training steps with parameters, gradients and optimizer state on
@@ -193,8 +230,8 @@ pub fn update_graph(params: &[TrainTensor], opt: &DeviceOptimizer) -> Vec<u8> {
 pub struct DeviceTrainer {
     graph: TrainingGraph,
     opt: DeviceOptimizer,
-    train: Session,
-    update: Session,
+    /// The training graph with the update appended.
+    step: Session,
     device: MemoryInfo<'static>,
     host: MemoryInfo<'static>,
     params: Vec<DynValue>,
@@ -221,21 +258,17 @@ fn to_value(t: &HostTensor) -> Result<DynValue, TrainError> {
 }
 
 impl DeviceTrainer {
-    /// Loads the training graph and its update graph on `kind` (ORT CPU or
-    /// CUDA), starting from the model's own parameter values.
+    /// Loads the training graph, with the update appended, on `kind` (ORT
+    /// CPU or CUDA), starting from the model's own parameter values.
     pub fn new(
         graph: TrainingGraph,
         kind: BackendKind,
         opts: &BackendOptions,
         opt: DeviceOptimizer,
     ) -> Result<Self, TrainError> {
-        let update_model = update_graph(&graph.params, &opt);
-        let (dir, paths) = super::model_files(&[
-            ("training.onnx", &graph.model),
-            ("update.onnx", &update_model),
-        ])?;
-        let open = |p: &Path| raw_session(kind, p, opts).map(|(s, _)| s);
-        let (train, update) = (open(&paths[0])?, open(&paths[1])?);
+        let fused = fused_graph(&graph, &opt)?;
+        let (dir, paths) = super::model_files(&[("step.onnx", &fused)])?;
+        let (step, _) = raw_session(kind, &paths[0], opts)?;
         let device = match kind {
             BackendKind::OrtCuda => MemoryInfo::new(
                 AllocationDevice::CUDA,
@@ -281,8 +314,7 @@ impl DeviceTrainer {
         Ok(DeviceTrainer {
             graph,
             opt,
-            train,
-            update,
+            step,
             device,
             host,
             params,
@@ -301,60 +333,7 @@ impl DeviceTrainer {
         labels: HostTensor,
     ) -> Result<f32, TrainError> {
         let g = &self.graph;
-        // Forward and backward: the batch from the host, everything else
-        // from the device; gradients and statistics stay there.
-        let mut bind = self.train.create_binding().map_err(run_err)?;
-        let batch: Vec<(String, DynValue)> = inputs
-            .iter()
-            .map(|(n, t)| Ok((n.clone(), to_value(t)?)))
-            .chain(std::iter::once(Ok((g.labels.clone(), to_value(&labels)?))))
-            .collect::<Result<_, TrainError>>()?;
-        for (n, v) in &batch {
-            bind.bind_input(n, v).map_err(run_err)?;
-        }
-        for (p, v) in g.params.iter().zip(&self.params) {
-            bind.bind_input(&p.name, v).map_err(run_err)?;
-        }
-        for (s, v) in g.running_stats.iter().zip(&self.stats) {
-            bind.bind_input(&s.input, v).map_err(run_err)?;
-        }
-        bind.bind_output_to_device(&g.loss, &self.host)
-            .map_err(run_err)?;
-        for p in &g.params {
-            bind.bind_output_to_device(&p.grad, &self.device)
-                .map_err(run_err)?;
-        }
-        for s in &g.running_stats {
-            bind.bind_output_to_device(&s.output, &self.device)
-                .map_err(run_err)?;
-        }
-        let mut out = self.train.run_binding(&bind).map_err(run_err)?;
-        let mut take = |name: &str| {
-            out.remove(name)
-                .ok_or_else(|| run_err(format!("the training graph did not return `{name}`")))
-        };
-        let loss_value = take(&g.loss)?;
-        let grads: Vec<DynValue> = g
-            .params
-            .iter()
-            .map(|p| take(&p.grad))
-            .collect::<Result<_, _>>()?;
-        let stats: Vec<DynValue> = g
-            .running_stats
-            .iter()
-            .map(|s| take(&s.output))
-            .collect::<Result<_, _>>()?;
-        drop(out);
-        let loss = loss_value
-            .try_extract_tensor::<f32>()
-            .map_err(run_err)?
-            .1
-            .first()
-            .copied()
-            .ok_or_else(|| run_err("the loss is empty"))?;
-        self.stats = stats;
-
-        // The update, device to device.
+        // The per-step scalars of the update, computed on the host.
         self.steps += 1;
         let mut scalars = Vec::new();
         match self.opt {
@@ -372,38 +351,61 @@ impl DeviceTrainer {
                 scalars.push(("decay", 1.0 - lr * weight_decay));
             }
         }
-        let scalar_values: Vec<(&str, DynValue)> = scalars
+        // The batch and the scalars from the host, everything else from
+        // the device; the new parameters, state and statistics stay there.
+        let host_inputs: Vec<(String, DynValue)> = inputs
             .iter()
-            .map(|&(n, v)| Ok((n, host_value(&[], vec![v])?)))
+            .map(|(n, t)| Ok((n.clone(), to_value(t)?)))
+            .chain(std::iter::once(Ok((g.labels.clone(), to_value(&labels)?))))
+            .chain(
+                scalars
+                    .iter()
+                    .map(|&(n, v)| Ok((scalar_input(n), host_value(&[], vec![v])?))),
+            )
             .collect::<Result<_, TrainError>>()?;
-        let mut ub = self.update.create_binding().map_err(run_err)?;
-        for (n, v) in &scalar_values {
-            ub.bind_input(*n, v).map_err(run_err)?;
+        let mut bind = self.step.create_binding().map_err(run_err)?;
+        for (n, v) in &host_inputs {
+            bind.bind_input(n, v).map_err(run_err)?;
         }
         let slots = self.opt.slots();
-        for (i, ((p, gr), st)) in self.params.iter().zip(&grads).zip(&self.state).enumerate() {
-            ub.bind_input(format!("p{i}"), p).map_err(run_err)?;
-            ub.bind_input(format!("g{i}"), gr).map_err(run_err)?;
-            for (slot, v) in slots.iter().zip(st) {
-                ub.bind_input(format!("s{i}_{slot}"), v).map_err(run_err)?;
-            }
-            ub.bind_output_to_device(format!("p{i}_new"), &self.device)
+        for (i, (p, v)) in g.params.iter().zip(&self.params).enumerate() {
+            bind.bind_input(&p.name, v).map_err(run_err)?;
+            bind.bind_output_to_device(param_output(i), &self.device)
                 .map_err(run_err)?;
-            for slot in slots {
-                ub.bind_output_to_device(format!("s{i}_{slot}_new"), &self.device)
+            for (slot, s) in slots.iter().zip(&self.state[i]) {
+                let name = state_input(i, slot);
+                bind.bind_input(&name, s).map_err(run_err)?;
+                bind.bind_output_to_device(new_value(&name), &self.device)
                     .map_err(run_err)?;
             }
         }
-        let mut out = self.update.run_binding(&ub).map_err(run_err)?;
+        for (s, v) in g.running_stats.iter().zip(&self.stats) {
+            bind.bind_input(&s.input, v).map_err(run_err)?;
+            bind.bind_output_to_device(&s.output, &self.device)
+                .map_err(run_err)?;
+        }
+        bind.bind_output_to_device(&g.loss, &self.host)
+            .map_err(run_err)?;
+        let mut out = self.step.run_binding(&bind).map_err(run_err)?;
+        let mut take = |name: &str| {
+            out.remove(name)
+                .ok_or_else(|| run_err(format!("the step did not return `{name}`")))
+        };
+        let loss = take(&g.loss)?
+            .try_extract_tensor::<f32>()
+            .map_err(run_err)?
+            .1
+            .first()
+            .copied()
+            .ok_or_else(|| run_err("the loss is empty"))?;
         for i in 0..self.params.len() {
-            self.params[i] = out
-                .remove(format!("p{i}_new"))
-                .ok_or_else(|| run_err(format!("the update did not return p{i}_new")))?;
+            self.params[i] = take(&param_output(i))?;
             for (k, slot) in slots.iter().enumerate() {
-                self.state[i][k] = out
-                    .remove(format!("s{i}_{slot}_new"))
-                    .ok_or_else(|| run_err(format!("the update did not return s{i}_{slot}_new")))?;
+                self.state[i][k] = take(&new_value(&state_input(i, slot)))?;
             }
+        }
+        for (s, v) in g.running_stats.iter().zip(&mut self.stats) {
+            *v = take(&s.output)?;
         }
         Ok(loss)
     }

@@ -426,6 +426,7 @@ fn a_bogus_ort_library_path_is_an_error_naming_it() {
 
 #[test]
 fn cuda_is_never_a_silent_cpu_fallback() {
+    let _cuda = crate::fixtures::cuda_lock(BackendKind::OrtCuda);
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "mlp.onnx", &model(mlp_graph(&W2), &[]));
     match backend::open(BackendKind::OrtCuda, &path, &batch2()) {
@@ -685,6 +686,7 @@ fn a_candidate_that_does_not_load_fails_instead_of_skipping() {
 /// here (original against itself: this checks the backends, not rewiring).
 #[test]
 fn committed_models_agree_across_backends() {
+    let _cuda = crate::fixtures::cuda_lock(BackendKind::OrtCuda);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models")
         .join("torch");

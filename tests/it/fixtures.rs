@@ -291,3 +291,18 @@ pub fn write_temp(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path:
     std::fs::write(&p, bytes).unwrap();
     p
 }
+
+/// Held by every test that opens a CUDA session. ONNX Runtime's CUDA
+/// provider cannot be driven from several threads of one process at once:
+/// on an H200, tests running side by side failed with CUDA error 900
+/// ("operation not permitted when stream is capturing") at session
+/// creation and at device-to-host copies. pa-onnx itself opens its
+/// sessions one after another; only the parallel test harness needs this.
+pub fn cuda_lock(
+    kind: pa_onnx::backend::BackendKind,
+) -> Option<std::sync::MutexGuard<'static, ()>> {
+    static CUDA: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    (kind == pa_onnx::backend::BackendKind::OrtCuda)
+        // A test that panicked while holding it leaves nothing to repair.
+        .then(|| CUDA.lock().unwrap_or_else(|e| e.into_inner()))
+}

@@ -132,6 +132,7 @@ fn rel_err(got: &[f64], want: &[f32], floor: f64) -> f64 {
 /// loads (ONNX Runtime: the portable graph and its own); None when the
 /// backend is unavailable.
 fn check(case_name: &str, kind: BackendKind) -> Option<f64> {
+    let _cuda = crate::fixtures::cuda_lock(kind);
     let targets: &[GraphTarget] = match kind {
         BackendKind::Tract => &[GraphTarget::Portable],
         _ => &[GraphTarget::Portable, GraphTarget::OnnxRuntime],
@@ -415,6 +416,7 @@ fn train_50_steps(
     optimizer: Box<dyn pa_onnx::train::Optimizer>,
     dropout: bool,
 ) -> Option<(f32, f32)> {
+    let _cuda = crate::fixtures::cuda_lock(kind);
     let (graph, inputs, labels) = blobs_task(dropout, true);
     assert_eq!(graph.running_stats.len(), 2);
     let mut trainer =
@@ -512,6 +514,7 @@ fn device_trainer_takes_the_same_steps_as_the_host_trainer() {
 }
 
 fn device_vs_host(kind: BackendKind, tol: f32) {
+    let _cuda = crate::fixtures::cuda_lock(kind);
     use pa_onnx::train::{AdamW, DeviceOptimizer, DeviceTrainer, Sgd, Trainer};
     // Without the bias before BatchNorm: its gradient is rounding noise,
     // which AdamW turns into full-size steps, so its value would follow
@@ -575,4 +578,28 @@ fn device_vs_host(kind: BackendKind, tol: f32) {
             }
         }
     }
+}
+
+/// The device trainer appends its update under names of its own; a graph
+/// that already uses one is refused before anything runs.
+#[test]
+fn the_device_trainer_refuses_a_graph_using_its_reserved_names() {
+    use pa_onnx::onnx::pb;
+    use pa_onnx::train::{DeviceOptimizer, DeviceTrainer};
+    use prost::Message;
+    let bytes = synthetic_mlp(64, 8, 16, 4, false, true);
+    let mut m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    g.node[0].output[0] = "pa_update/h".into();
+    g.node[1].input[0] = "pa_update/h".into();
+    let graph = build_training_graph(&m.encode_to_vec(), &TrainGraphOptions::default()).unwrap();
+    let err = DeviceTrainer::new(
+        graph,
+        BackendKind::OrtCpu,
+        &BackendOptions::default(),
+        DeviceOptimizer::adamw(0.01, 0.0),
+    )
+    .err()
+    .expect("a reserved name must be refused");
+    assert!(err.to_string().contains("pa_update/h"), "{err}");
 }
