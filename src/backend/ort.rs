@@ -195,6 +195,13 @@ pub(crate) fn raw_session(
     model_path: &Path,
     opts: &BackendOptions,
 ) -> Result<(::ort::session::Session, &'static str), BackendError> {
+    if kind == BackendKind::Tract {
+        // Reached through the device trainer, which needs I/O binding.
+        return Err(BackendError::unavailable(
+            kind,
+            "this needs ONNX Runtime (ort-cpu or ort-cuda); tract keeps no values between runs",
+        ));
+    }
     if kind == BackendKind::OrtCuda && !cfg!(feature = "cuda") {
         return Err(BackendError::unavailable(
             kind,
@@ -220,7 +227,7 @@ pub(crate) fn raw_session(
             builder = register_cuda(builder, &rt)?;
             "CUDAExecutionProvider"
         }
-        BackendKind::Tract => unreachable!("tract is not an ONNX Runtime backend"),
+        BackendKind::Tract => unreachable!("refused above"),
     };
     let session = builder.commit_from_file(model_path).map_err(|e| {
         let reason = e.to_string();

@@ -603,3 +603,20 @@ fn the_device_trainer_refuses_a_graph_using_its_reserved_names() {
     .expect("a reserved name must be refused");
     assert!(err.to_string().contains("pa_update/h"), "{err}");
 }
+
+/// The device trainer keeps values in ONNX Runtime between runs; asked for
+/// tract, it says so instead of panicking.
+#[test]
+fn the_device_trainer_on_tract_is_an_error() {
+    use pa_onnx::train::{DeviceOptimizer, DeviceTrainer};
+    let (graph, _, _) = blobs_task(false, true);
+    let err = DeviceTrainer::new(
+        graph,
+        BackendKind::Tract,
+        &BackendOptions::default(),
+        DeviceOptimizer::adamw(0.01, 0.0),
+    )
+    .err()
+    .expect("tract cannot hold the device trainer's values");
+    assert!(err.to_string().contains("ONNX Runtime"), "{err}");
+}
