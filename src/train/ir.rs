@@ -410,6 +410,31 @@ fn norm_axis(a: i64, rank: usize) -> usize {
     }
 }
 
+/// Axis `a` of a rank-`rank` tensor (negative counts from the end), or an
+/// error naming the node: a malformed model must not panic the builder.
+fn axis_of(n: &NodeProto, a: i64, rank: usize) -> Result<usize> {
+    if (-(rank as i64)..rank as i64).contains(&a) {
+        Ok(norm_axis(a, rank))
+    } else {
+        Err(node_err(
+            n,
+            format!("axis {a} is out of range for rank {rank}"),
+        ))
+    }
+}
+
+/// A list of distinct axes, each checked as by [`axis_of`].
+fn axes_of(n: &NodeProto, axes: &[i64], rank: usize) -> Result<Vec<usize>> {
+    let out: Vec<usize> = axes
+        .iter()
+        .map(|&a| axis_of(n, a, rank))
+        .collect::<Result<_>>()?;
+    if (1..out.len()).any(|i| out[..i].contains(&out[i])) {
+        return Err(node_err(n, format!("axes {axes:?} repeat an axis")));
+    }
+    Ok(out)
+}
+
 // ---- the graph ----------------------------------------------------------------
 
 /// The permutation that swaps the last two of `r >= 2` axes.
@@ -890,7 +915,13 @@ impl Graph {
             }
             "Flatten" => {
                 let x = get(0)?;
-                let a = norm_axis(attr_i(n, "axis", 1), x.shape.len());
+                // Flatten alone also accepts axis = rank.
+                let (axis, r) = (attr_i(n, "axis", 1), x.shape.len());
+                let a = if axis == r as i64 {
+                    r
+                } else {
+                    axis_of(n, axis, r)?
+                };
                 let shape = vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()];
                 Ok(vec![Info {
                     dtype: x.dtype,
@@ -932,7 +963,7 @@ impl Graph {
             }
             "Concat" => {
                 let x = get(0)?;
-                let a = norm_axis(attr_i(n, "axis", 0), x.shape.len());
+                let a = axis_of(n, attr_i(n, "axis", 0), x.shape.len())?;
                 let mut shape = x.shape.clone();
                 shape[a] = 0;
                 for i in 0..n.input.len() {
@@ -945,7 +976,7 @@ impl Graph {
             }
             "Split" => {
                 let x = get(0)?;
-                let a = norm_axis(attr_i(n, "axis", 0), x.shape.len());
+                let a = axis_of(n, attr_i(n, "axis", 0), x.shape.len())?;
                 let sizes = self.split_sizes(n, x.shape[a])?;
                 Ok(sizes
                     .iter()
@@ -983,7 +1014,7 @@ impl Graph {
                     let axes: Vec<usize> = if axes.is_empty() {
                         (0..r).filter(|&i| x.shape[i] == 1).collect()
                     } else {
-                        axes.iter().map(|&a| norm_axis(a, r)).collect()
+                        axes_of(n, &axes, r)?
                     };
                     x.shape
                         .iter()
@@ -993,7 +1024,7 @@ impl Graph {
                         .collect()
                 } else {
                     let r = x.shape.len() + axes.len();
-                    let axes: Vec<usize> = axes.iter().map(|&a| norm_axis(a, r)).collect();
+                    let axes = axes_of(n, &axes, r)?;
                     let mut it = x.shape.iter();
                     (0..r)
                         .map(|i| {
@@ -1025,14 +1056,16 @@ impl Graph {
                 let pads = self.known_input(n, 1)?.ints();
                 let r = x.shape.len();
                 let axes: Vec<usize> = if has(3) {
-                    self.known_input(n, 3)?
-                        .ints()
-                        .iter()
-                        .map(|&a| norm_axis(a, r))
-                        .collect()
+                    axes_of(n, &self.known_input(n, 3)?.ints(), r)?
                 } else {
                     (0..r).collect()
                 };
+                if pads.len() != 2 * axes.len() {
+                    return Err(node_err(
+                        n,
+                        format!("{} pads for {} axes", pads.len(), axes.len()),
+                    ));
+                }
                 let mut shape = x.shape.clone();
                 for (k, &a) in axes.iter().enumerate() {
                     shape[a] += pads[k] + pads[k + axes.len()];
@@ -1104,7 +1137,7 @@ impl Graph {
             }
             "Gather" => {
                 let (x, idx) = (get(0)?, get(1)?);
-                let a = norm_axis(attr_i(n, "axis", 0), x.shape.len());
+                let a = axis_of(n, attr_i(n, "axis", 0), x.shape.len())?;
                 let mut shape = x.shape[..a].to_vec();
                 shape.extend(&idx.shape);
                 shape.extend(&x.shape[a + 1..]);
@@ -1122,7 +1155,7 @@ impl Graph {
                 let idx = get(0)?;
                 let depth = self.known_input(n, 1)?.vals[0] as i64;
                 let r = idx.shape.len() + 1;
-                let a = norm_axis(attr_i(n, "axis", -1), r);
+                let a = axis_of(n, attr_i(n, "axis", -1), r)?;
                 let mut shape = idx.shape.clone();
                 shape.insert(a, depth);
                 Ok(vec![Info {
@@ -1147,7 +1180,7 @@ impl Graph {
             }
             "LayerNormalization" => {
                 let x = get(0)?.clone();
-                let a = norm_axis(attr_i(n, "axis", -1), x.shape.len());
+                let a = axis_of(n, attr_i(n, "axis", -1), x.shape.len())?;
                 let mut stat = x.shape.clone();
                 stat[a..].iter_mut().for_each(|d| *d = 1);
                 Ok(vec![
@@ -1184,7 +1217,7 @@ impl Graph {
             }
             return Ok((0..rank).collect());
         }
-        Ok(axes.iter().map(|&a| norm_axis(a, rank)).collect())
+        axes_of(n, &axes, rank)
     }
 
     pub fn split_sizes(&self, n: &NodeProto, dim: i64) -> Result<Vec<i64>> {

@@ -479,6 +479,80 @@ fn slice_with_an_axis_out_of_range_is_an_error() {
     }
 }
 
+/// Axes that are out of range or repeated, on the operators whose shapes
+/// the builder works out: an error naming the problem, never a panic.
+#[test]
+fn malformed_axes_are_errors() {
+    let opts = TrainGraphOptions {
+        loss: LossKind::MeanSquaredError,
+        trainable: Some(vec!["w".into()]),
+        ..Default::default()
+    };
+    let w = || f32s("w", &[2, 3], &wave(6, 2));
+    let tiny = |nodes, inits: Vec<Tensor>| Tiny {
+        opset: 13,
+        inits: [vec![w()], inits].concat(),
+        inputs: vec![],
+        nodes: vec![nodes],
+        output: ("y".into(), vec![6]),
+    };
+    let cases = [
+        (
+            "repeat",
+            tiny(
+                node("Unsqueeze", &["w", "axes"], "y", vec![]),
+                vec![i64s("axes", &[2], &[0, 0])],
+            ),
+        ),
+        (
+            "out of range",
+            tiny(
+                node("Unsqueeze", &["w", "axes"], "y", vec![]),
+                vec![i64s("axes", &[1], &[7])],
+            ),
+        ),
+        (
+            "out of range",
+            tiny(
+                node("Squeeze", &["w", "axes"], "y", vec![]),
+                vec![i64s("axes", &[1], &[-3])],
+            ),
+        ),
+        (
+            "out of range",
+            tiny(
+                node("Concat", &["w", "w"], "y", vec![int_attr("axis", 2)]),
+                vec![],
+            ),
+        ),
+        (
+            "out of range",
+            tiny(
+                node("Flatten", &["w"], "y", vec![int_attr("axis", 3)]),
+                vec![],
+            ),
+        ),
+        (
+            "out of range",
+            tiny(
+                node("ReduceSum", &["w", "axes"], "y", vec![]),
+                vec![i64s("axes", &[1], &[-5])],
+            ),
+        ),
+        (
+            "pads",
+            tiny(
+                node("Pad", &["w", "pads"], "y", vec![]),
+                vec![i64s("pads", &[3], &[0, 1, 0])],
+            ),
+        ),
+    ];
+    for (want, m) in cases {
+        let err = build_training_graph(&m.encode(), &opts).unwrap_err();
+        assert!(err.to_string().contains(want), "{err}");
+    }
+}
+
 // ---- Gather --------------------------------------------------------------------------
 
 /// How a Gather test feeds its indices.
