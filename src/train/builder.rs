@@ -423,6 +423,9 @@ impl<'a> Builder<'a> {
             [0, 1, 2, 3, 4].map(|i| n.input.get(i).cloned().unwrap_or_default());
         let xs = g.shape(&x)?;
         let r = xs.len();
+        if r < 2 || xs[1] < 1 {
+            return Err(node_err(n, format!("input {xs:?} has no channel axis")));
+        }
         let c = xs[1];
         let eps = attr_f(n, "epsilon", 1e-5);
         let momentum = attr_f(n, "momentum", 0.9);

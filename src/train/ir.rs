@@ -306,23 +306,40 @@ pub(crate) fn geometry(n: &NodeProto, x: &[i64], kernel: &[i64], ceil_mode: bool
             ),
         ));
     }
-    let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1; sp]);
-    let dilations = attr_ints(n, "dilations").unwrap_or_else(|| vec![1; sp]);
+    if x.len() < 3 || x.iter().any(|&d| d < 1) || kernel.iter().any(|&k| k < 1) {
+        return Err(node_err(
+            n,
+            format!("input {x:?} or kernel {kernel:?} has no spatial extent"),
+        ));
+    }
+    // Each list needs one entry per spatial axis (pads two), and the
+    // arithmetic below needs positive strides and dilations.
+    let list = |name: &str, len: usize, default: i64, min: i64| -> Result<Vec<i64>> {
+        let v = attr_ints(n, name).unwrap_or_else(|| vec![default; len]);
+        if v.len() != len || v.iter().any(|&e| e < min) {
+            return Err(node_err(
+                n,
+                format!("{name} {v:?}: expected {len} values of at least {min}"),
+            ));
+        }
+        Ok(v)
+    };
+    let strides = list("strides", sp, 1, 1)?;
+    let dilations = list("dilations", sp, 1, 1)?;
+    let given_pads = list("pads", 2 * sp, 0, 0)?;
     let auto_pad = attr_s(n, "auto_pad").unwrap_or_else(|| "NOTSET".into());
     let mut pads_begin = vec![0; sp];
     let mut pads_end = vec![0; sp];
     let mut out = vec![0; sp];
     let transpose = n.op_type == "ConvTranspose";
-    let output_padding = attr_ints(n, "output_padding").unwrap_or_else(|| vec![0; sp]);
+    let output_padding = list("output_padding", sp, 0, 0)?;
     if transpose {
         if attr(n, "output_shape").is_some() || !matches!(auto_pad.as_str(), "NOTSET" | "VALID") {
             return Err(node_err(n, "ConvTranspose with output_shape or SAME auto_pad is not supported; give explicit pads"));
         }
         if auto_pad == "NOTSET" {
-            if let Some(p) = attr_ints(n, "pads") {
-                pads_begin = p[..sp].to_vec();
-                pads_end = p[sp..].to_vec();
-            }
+            pads_begin = given_pads[..sp].to_vec();
+            pads_end = given_pads[sp..].to_vec();
         }
         for i in 0..sp {
             out[i] = strides[i] * (x[i + 2] - 1)
@@ -332,15 +349,9 @@ pub(crate) fn geometry(n: &NodeProto, x: &[i64], kernel: &[i64], ceil_mode: bool
                 - pads_begin[i]
                 - pads_end[i];
         }
-        return Ok(Geom {
-            strides,
-            dilations,
-            pads_begin,
-            pads_end,
-            out,
-        });
     }
-    for i in 0..sp {
+    // ConvTranspose's sizes were set above.
+    for i in (0..sp).filter(|_| !transpose) {
         let (inp, k, s, d) = (x[i + 2], kernel[i], strides[i], dilations[i]);
         let ek = (k - 1) * d + 1;
         match auto_pad.as_str() {
@@ -359,10 +370,8 @@ pub(crate) fn geometry(n: &NodeProto, x: &[i64], kernel: &[i64], ceil_mode: bool
             }
             "VALID" => out[i] = (inp - ek) / s + 1,
             _ => {
-                if let Some(p) = attr_ints(n, "pads") {
-                    pads_begin[i] = p[i];
-                    pads_end[i] = p[i + sp];
-                }
+                pads_begin[i] = given_pads[i];
+                pads_end[i] = given_pads[i + sp];
                 let span = inp + pads_begin[i] + pads_end[i] - ek;
                 out[i] = if ceil_mode {
                     let mut o = (span + s - 1) / s + 1;
@@ -376,6 +385,12 @@ pub(crate) fn geometry(n: &NodeProto, x: &[i64], kernel: &[i64], ceil_mode: bool
                 };
             }
         }
+    }
+    if out.iter().any(|&o| o < 1) {
+        return Err(node_err(
+            n,
+            format!("output spatial size {out:?} is empty for input {x:?}"),
+        ));
     }
     Ok(Geom {
         strides,
@@ -638,6 +653,11 @@ impl Graph {
         if gs == shape {
             return Ok(g.to_string());
         }
+        if shape.len() > gs.len() {
+            return Err(TrainError::Model(format!(
+                "cannot sum the gradient {g} of shape {gs:?} down to {shape:?}"
+            )));
+        }
         let d = gs.len() - shape.len().min(gs.len());
         let mut axes: Vec<i64> = (0..d as i64).collect();
         for (i, &s) in shape.iter().enumerate() {
@@ -809,6 +829,9 @@ impl Graph {
             }
             "MatMul" => {
                 let (a, b) = (get(0)?, get(1)?);
+                if a.shape.is_empty() || b.shape.is_empty() {
+                    return Err(node_err(n, "MatMul inputs need a rank of 1 or more"));
+                }
                 let (mut sa, mut sb) = (a.shape.clone(), b.shape.clone());
                 let (va, vb) = (sa.len() == 1, sb.len() == 1);
                 if va {
@@ -839,16 +862,41 @@ impl Graph {
             }
             "Gemm" => {
                 let (a, b) = (get(0)?, get(1)?);
-                let m = if attr_i(n, "transA", 0) != 0 {
-                    a.shape[1]
+                if a.shape.len() != 2 || b.shape.len() != 2 {
+                    return Err(node_err(
+                        n,
+                        format!(
+                            "Gemm needs two matrices, got {:?} and {:?}",
+                            a.shape, b.shape
+                        ),
+                    ));
+                }
+                let (ta, tb) = (attr_i(n, "transA", 0) != 0, attr_i(n, "transB", 0) != 0);
+                let (m, ka) = if ta {
+                    (a.shape[1], a.shape[0])
                 } else {
-                    a.shape[0]
+                    (a.shape[0], a.shape[1])
                 };
-                let nn = if attr_i(n, "transB", 0) != 0 {
-                    b.shape[0]
+                let (kb, nn) = if tb {
+                    (b.shape[1], b.shape[0])
                 } else {
-                    b.shape[1]
+                    (b.shape[0], b.shape[1])
                 };
+                if ka != kb {
+                    return Err(node_err(
+                        n,
+                        format!("Gemm shapes {:?} x {:?} mismatch", a.shape, b.shape),
+                    ));
+                }
+                if has(2) {
+                    let c = &get(2)?.shape;
+                    if broadcast(&[c, &[m, nn]]).as_deref() != Some(&[m, nn][..]) {
+                        return Err(node_err(
+                            n,
+                            format!("Gemm bias {c:?} does not broadcast to [{m}, {nn}]"),
+                        ));
+                    }
+                }
                 Ok(vec![Info {
                     dtype: a.dtype,
                     shape: vec![m, nn],
@@ -856,12 +904,43 @@ impl Graph {
             }
             "Conv" | "ConvTranspose" => {
                 let (x, w) = (get(0)?, get(1)?);
+                let group = attr_i(n, "group", 1);
+                // Conv's weight is [out, in / group, k...], ConvTranspose's
+                // [in, out / group, k...]; both split their rows into groups.
+                let in_channels = if op == "Conv" {
+                    w.shape.get(1).map(|&c| c * group)
+                } else {
+                    w.shape.first().copied()
+                };
+                if w.shape.len() != x.shape.len()
+                    || x.shape.len() < 3
+                    || group < 1
+                    || w.shape[0] % group != 0
+                    || in_channels != Some(x.shape[1])
+                {
+                    return Err(node_err(
+                        n,
+                        format!(
+                            "input {:?}, weight {:?} and group {group} do not fit together",
+                            x.shape, w.shape
+                        ),
+                    ));
+                }
                 let kernel = attr_ints(n, "kernel_shape").unwrap_or_else(|| w.shape[2..].to_vec());
+                if kernel != w.shape[2..] {
+                    return Err(node_err(
+                        n,
+                        format!(
+                            "kernel_shape {kernel:?} is not the weight's {:?}",
+                            &w.shape[2..]
+                        ),
+                    ));
+                }
                 let g = geometry(n, &x.shape, &kernel, false)?;
                 let c = if op == "Conv" {
                     w.shape[0]
                 } else {
-                    w.shape[1] * attr_i(n, "group", 1)
+                    w.shape[1] * group
                 };
                 let mut shape = vec![x.shape[0], c];
                 shape.extend(g.out);
@@ -956,6 +1035,14 @@ impl Graph {
                 let x = get(0)?;
                 let r = x.shape.len() as i64;
                 let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..r).rev().collect());
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if sorted != (0..r).collect::<Vec<_>>() {
+                    return Err(node_err(
+                        n,
+                        format!("perm {perm:?} is not a permutation of the {r} axes"),
+                    ));
+                }
                 Ok(vec![Info {
                     dtype: x.dtype,
                     shape: perm.iter().map(|&p| x.shape[p as usize]).collect(),
@@ -967,7 +1054,16 @@ impl Graph {
                 let mut shape = x.shape.clone();
                 shape[a] = 0;
                 for i in 0..n.input.len() {
-                    shape[a] += get(i)?.shape[a];
+                    let s = &get(i)?.shape;
+                    let fits = s.len() == x.shape.len()
+                        && (0..s.len()).all(|j| j == a || s[j] == x.shape[j]);
+                    if !fits {
+                        return Err(node_err(
+                            n,
+                            format!("inputs {:?} and {s:?} do not concatenate", x.shape),
+                        ));
+                    }
+                    shape[a] += s[a];
                 }
                 Ok(vec![Info {
                     dtype: x.dtype,
@@ -1367,14 +1463,16 @@ impl Graph {
                 let (x, idx) = (k(0)?, k(1)?);
                 (x.dims.len() == 1).then_some(())?;
                 let d = x.vals.len() as i64;
+                // An index out of range is left for the runtime to refuse.
                 one(idx
                     .vals
                     .iter()
                     .map(|&i| {
                         let i = i as i64;
-                        x.vals[(if i < 0 { i + d } else { i }) as usize]
+                        let j = if i < 0 { i + d } else { i };
+                        (0..d).contains(&j).then(|| x.vals[j as usize])
                     })
-                    .collect())
+                    .collect::<Option<_>>()?)
             }
             "Slice" => {
                 let x = k(0)?;

@@ -859,3 +859,70 @@ fn external_tensors_sharing_bytes_are_not_rewired_twice() {
         assert!(report.passed(), "{name}: {:?}", report.differences);
     }
 }
+
+/// The training-graph builder on models with one or two attributes or
+/// inputs changed at random (axes, strides, pads, perm, group, an input
+/// pointed at another tensor): an error or a graph, never a panic. Such
+/// mutations first reached 24 places that panicked (shape arithmetic that
+/// trusted the file); they are errors that name the node now.
+#[test]
+fn training_graphs_of_mutated_models_never_panic() {
+    use pa_onnx::onnx::pb;
+    use pa_onnx::train::{build_training_graph, TrainGraphOptions};
+    use prost::Message;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("tests/fixtures/grads"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("model.onnx"))
+        .chain(
+            std::fs::read_dir(root.join("models/torch"))
+                .unwrap()
+                .map(|e| e.unwrap().path()),
+        )
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx") && p.is_file())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "{files:?}");
+    let opts = TrainGraphOptions {
+        batch_size: Some(2),
+        ..Default::default()
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut panics = Vec::new();
+    for file in &files {
+        let base = pb::ModelProto::decode(std::fs::read(file).unwrap().as_slice()).unwrap();
+        for _ in 0..150 {
+            let mut m = base.clone();
+            let g = m.graph.as_mut().unwrap();
+            let names: Vec<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
+            let mut what = Vec::new();
+            for _ in 0..rng.random_range(1..=2) {
+                let at = rng.random_range(0..g.node.len());
+                let node = &mut g.node[at];
+                if !node.attribute.is_empty() && rng.random_bool(0.7) {
+                    let k = rng.random_range(0..node.attribute.len());
+                    let a = &mut node.attribute[k];
+                    what.push(format!("{} {}", node.op_type, a.name));
+                    if a.ints.is_empty() {
+                        a.i = rng.random_range(-6..9);
+                    } else {
+                        let j = rng.random_range(0..a.ints.len());
+                        a.ints[j] = rng.random_range(-6..9);
+                        if rng.random_bool(0.3) {
+                            a.ints.pop();
+                        }
+                    }
+                } else if node.input.len() > 1 && !names.is_empty() {
+                    let k = rng.random_range(0..node.input.len());
+                    what.push(format!("{} input {k}", node.op_type));
+                    node.input[k] = names[rng.random_range(0..names.len())].clone();
+                }
+            }
+            let bytes = m.encode_to_vec();
+            if catch_unwind(AssertUnwindSafe(|| build_training_graph(&bytes, &opts))).is_err() {
+                panics.push(format!("{}: {what:?}", file.display()));
+            }
+        }
+    }
+    assert!(panics.is_empty(), "{} panics: {panics:#?}", panics.len());
+}
