@@ -219,7 +219,7 @@ fn sums<T>(items: &[T], value: impl Fn(&T) -> f64, row: &mut [f64], col: &mut [f
         }
     }
     #[cfg(target_arch = "x86_64")]
-    if !simd::portable() && std::arch::is_x86_feature_detected!("avx2") {
+    if simd::avx2() {
         #[target_feature(enable = "avx2")]
         unsafe fn avx2<T>(
             items: &[T],
@@ -497,10 +497,10 @@ impl Values<'_> {
 }
 
 /// Calls `body` compiled for the widest vector unit this CPU has: AVX-512,
-/// AVX2, or the baseline (always the baseline with [`simd::portable`]). The loops it is used for involve only IEEE
-/// operations and conversions per element, in the order the code gives
-/// (Rust never fuses a multiply and an add on its own), so every width
-/// gives the same bits.
+/// AVX2, or the baseline (always the baseline with [`simd::portable`]).
+/// The loops it is used for involve only IEEE operations and conversions
+/// per element, in the order the code gives (Rust never fuses a multiply
+/// and an add on its own), so every width gives the same bits.
 macro_rules! widest {
     ($body:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {{
         #[cfg(target_arch = "x86_64")]
@@ -513,7 +513,7 @@ macro_rules! widest {
                 // SAFETY: the CPU supports AVX-512F.
                 return unsafe { wide($($arg),*) };
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if simd::avx2() {
                 #[target_feature(enable = "avx2")]
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
@@ -979,7 +979,7 @@ const PARALLEL_MIN: usize = 1 << 16;
 /// transpose.
 fn transpose_band(src: &[u32], rows: usize, cols: usize, j0: usize, out: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
-    let avx2 = !simd::portable() && std::arch::is_x86_feature_detected!("avx2");
+    let avx2 = simd::avx2();
     let j1 = (j0 + TILE).min(cols);
     for i0 in (0..rows).step_by(TILE) {
         let i1 = (i0 + TILE).min(rows);

@@ -29,6 +29,12 @@ pub fn portable() -> bool {
     *PORTABLE.get_or_init(|| std::env::var_os("PA_ONNX_PORTABLE").is_some())
 }
 
+/// Whether AVX2 code may run: the CPU has it and [`portable`] is off.
+#[cfg(target_arch = "x86_64")]
+pub fn avx2() -> bool {
+    !portable() && std::arch::is_x86_feature_detected!("avx2")
+}
+
 /// Whether this CPU can run [`sort_u32`]'s vector code (and
 /// [`portable`] is off).
 pub fn available() -> bool {

@@ -11,22 +11,22 @@
 //! [`PACKED_MAX`] wide are sorted in vector registers ([`super::simd`],
 //! through [`sort_values`] and [`order_columns`]). Elsewhere, and for the
 //! columns of wider rows, both are sorted by a least-significant-digit
-//! radix sort on the top bits of the 32-bit key (all histograms counted in one read), followed
-//! by an insertion sort on the whole items. Rows shorter than [`WIDE`] use
-//! three one-byte digits (a pass is skipped where every item has the same
-//! byte); longer rows use two 11-bit digits, whose 2048-count histograms
-//! cost less than the third scatter pass they save (per item, about 7 ns
-//! down to 4 ns for values and 7 to 5 ns for column words on rows of 1152
-//! to 4608, measured in thread CPU time). The radix passes leave
-//! only items that agree in their top 22 or 24 bits out of order, a few percent
-//! of a row, so the insertion sort costs about one predictable comparison
-//! per item: cheaper than a fourth pass. LSD passes are stable, and the
-//! column words are built in column order, so equal keys stay in index
-//! order. Measured against the standard library's pattern-defeating
-//! quicksort and against a bucket sort with an insertion-sort fix-up, on
-//! rows of 512 and 4608 normal values, a plain four-pass radix sort took
-//! about 40% of the time of either: it has no data-dependent branches, and
-//! the buckets of one byte fit in L1.
+//! radix sort on the top bits of the 32-bit key (all histograms counted in
+//! one read), followed by an insertion sort on the whole items. Rows
+//! shorter than [`WIDE`] use three one-byte digits (a pass is skipped where
+//! every item has the same byte); longer rows use two 11-bit digits, whose
+//! 2048-count histograms cost less than the third scatter pass they save
+//! (per item, about 7 ns down to 4 ns for values and 7 to 5 ns for column
+//! words on rows of 1152 to 4608, measured in thread CPU time). The radix
+//! passes leave only items that agree in their top 22 or 24 bits out of
+//! order, a few percent of a row, so the insertion sort costs about one
+//! predictable comparison per item: cheaper than a fourth pass. LSD passes
+//! are stable, and the column words are built in column order, so equal
+//! keys stay in index order. Measured against the standard library's
+//! pattern-defeating quicksort and against a bucket sort with an
+//! insertion-sort fix-up, on rows of 512 and 4608 normal values, a plain
+//! four-pass radix sort took about 40% of the time of either: it has no
+//! data-dependent branches, and the buckets of one byte fit in L1.
 
 use super::simd;
 
