@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
 use regex::Regex;
 use serde::Serialize;
 
@@ -614,14 +615,6 @@ pub fn locate(model: &Model) -> Result<Plan> {
             ));
             continue;
         }
-        let bytes = model.payload(t)?;
-        if !payload::all_finite(t, &bytes)? {
-            plan.skipped.push(skip(
-                SkipKind::NonFinite,
-                "contains NaN or infinite values".into(),
-            ));
-            continue;
-        }
         let rows = t.dims[axes[0]];
         let cols = t.numel / rows.max(1);
         let transposed = axes.iter().enumerate().any(|(i, &a)| i != a);
@@ -640,5 +633,39 @@ pub fn locate(model: &Model) -> Result<Plan> {
             storage: t.storage.kind().to_string(),
         });
     }
+    skip_non_finite(model, &mut plan)?;
     Ok(plan)
+}
+
+/// Moves the weights holding a NaN or an infinity to the skipped list.
+/// This reads every byte of every weight, so the weights are checked on
+/// all cores at once rather than one by one as they are found (for a
+/// 47 MB model, about 9 ms on one core).
+fn skip_non_finite(model: &Model, plan: &mut Plan) -> Result<()> {
+    let finite: Vec<Result<bool>> = plan
+        .weights
+        .par_iter()
+        .map(|w| {
+            let t = &model.tensors[w.tensor];
+            payload::all_finite(t, &model.payload(t)?)
+        })
+        .collect();
+    let mut kept = Vec::with_capacity(plan.weights.len());
+    // In tensor order, so that the first error reported is the same one
+    // a tensor-by-tensor check would meet first.
+    for (w, ok) in std::mem::take(&mut plan.weights).into_iter().zip(finite) {
+        if ok? {
+            kept.push(w);
+        } else {
+            plan.skipped.push(Skipped {
+                tensor: w.tensor,
+                name: w.name,
+                kind: SkipKind::NonFinite,
+                reason: "contains NaN or infinite values".into(),
+            });
+        }
+    }
+    plan.weights = kept;
+    plan.skipped.sort_by_key(|s| s.tensor);
+    Ok(())
 }

@@ -2,6 +2,8 @@
 //! rewiring math, listing bit patterns for the multiset proof, and moving
 //! elements into a permuted payload without changing a single bit.
 
+use rayon::prelude::*;
+
 use super::dtype::{DataType, PackedField};
 use super::model::{Storage, Tensor};
 use super::wire::{read_varint, write_varint};
@@ -215,11 +217,15 @@ pub fn decode_f64(t: &Tensor, bytes: &[u8]) -> Result<Vec<f64>> {
 /// exponent bits are all ones.
 pub fn all_finite(t: &Tensor, bytes: &[u8]) -> Result<bool> {
     fn none_all_ones<const W: usize>(bytes: &[u8], exponent: u64) -> bool {
-        // A fold without early exit, so that it vectorises.
-        !bytes.chunks_exact(W).fold(false, |bad, c| {
-            let mut word = [0u8; 8];
-            word[..W].copy_from_slice(c);
-            bad | (u64::from_le_bytes(word) & exponent == exponent)
+        // Large payloads in parts, on every core: one core reads about
+        // 7 GB/s here, well below what the memory gives two.
+        bytes.par_chunks((1 << 20) / W * W).all(|part| {
+            // A fold without early exit, so that it vectorises.
+            !part.chunks_exact(W).fold(false, |bad, c| {
+                let mut word = [0u8; 8];
+                word[..W].copy_from_slice(c);
+                bad | (u64::from_le_bytes(word) & exponent == exponent)
+            })
         })
     }
     let s = scalar(t)?;

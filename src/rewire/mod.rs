@@ -9,6 +9,7 @@
 //! original bits, so the result is a bitwise permutation whatever the
 //! dtype. See DESIGN.md for the sampling trick and the variants.
 
+pub mod chacha;
 pub mod simd;
 pub mod sort;
 
@@ -391,15 +392,8 @@ impl Keys {
         assert_eq!(bytes.len() % 4, 0);
         let n = bytes.len() / 4;
         let mut keys: Vec<u32> = Vec::with_capacity(n);
-        let mut infinite = false;
-        for (k, c) in keys.spare_capacity_mut()[..n]
-            .iter_mut()
-            .zip(bytes.chunks_exact(4))
-        {
-            let b = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            infinite |= b & 0x7f80_0000 == 0x7f80_0000;
-            k.write(f32_key(f32::from_bits(b)));
-        }
+        let (words, _) = bytes.as_chunks::<4>();
+        let infinite = f32_keys_into(words, &mut keys.spare_capacity_mut()[..n]);
         // SAFETY: the loop wrote all n slots.
         unsafe { keys.set_len(n) };
         Keys {
@@ -526,6 +520,24 @@ macro_rules! widest {
     }};
 }
 
+/// The keys of little-endian f32 words into `out`, as wide as the CPU
+/// allows; true if a value is NaN or infinite. Whole words (`as_chunks`)
+/// load as such, where chunks of a byte slice were gathered byte by byte
+/// (four times slower).
+fn f32_keys_into(words: &[[u8; 4]], out: &mut [std::mem::MaybeUninit<u32>]) -> bool {
+    #[inline(always)]
+    fn body(words: &[[u8; 4]], out: &mut [std::mem::MaybeUninit<u32>]) -> bool {
+        let mut infinite = false;
+        for (k, w) in out.iter_mut().zip(words) {
+            let b = u32::from_le_bytes(*w);
+            infinite |= b & 0x7f80_0000 == 0x7f80_0000;
+            k.write(f32_key(f32::from_bits(b)));
+        }
+        infinite
+    }
+    widest!(body(words: &[[u8; 4]], out: &mut [std::mem::MaybeUninit<u32>]) -> bool)
+}
+
 /// An Exp(1) draw from 32 random bits: -ln(u), u = (x + 1/2) / 2^32, so
 /// u lies strictly inside (0, 1) and the draw is positive and finite. The
 /// logarithm is computed in f64 by the textbook reduction (u = z 2^k with z
@@ -556,11 +568,8 @@ fn exp1_from_bits(x: u32) -> f64 {
 /// ChaCha8 stream (the tensor's seed, stream number = pass and row), so the
 /// draws are the same whichever thread produces them and in whatever order.
 fn draw_row(seed: &[u8; 32], pass_no: u64, k: usize, bits: &mut Vec<u32>, out: &mut [f64]) {
-    let mut rng = ChaCha8Rng::from_seed(*seed);
-    rng.set_stream((pass_no << 40) | k as u64);
-    bits.clear();
     bits.resize(out.len(), 0);
-    rng.fill(&mut bits[..]);
+    chacha::keystream(seed, (pass_no << 40) | k as u64, bits);
     exp_row(bits, out);
 }
 
