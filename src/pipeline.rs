@@ -150,18 +150,23 @@ fn fixed<const W: usize>(
     w: &Weight,
     opts: &Options,
 ) -> std::result::Result<(Payload, rewire::Strength, rewire::Strength), ()> {
-    let word = |c: &[u8]| {
+    let word = |c: &[u8; W]| {
         let mut b = [0u8; 8];
         b[..W].copy_from_slice(c);
         u64::from_le_bytes(b)
     };
-    let at = |s: usize| word(&bytes[s * W..(s + 1) * W]);
-    let mut keys = if view.is_identity() && W == 4 && scalar == rewire::Scalar::F32 {
+    // A view that is the storage matrix transposed (a MatMul or Gemm
+    // weight stored as [K, N]) is made by transposing the keys in tiles:
+    // walking the view element by element took as long as both passes.
+    let flip = rewire::storage_transpose(&w.shape, &w.axes);
+    let in_order = view.is_identity() || flip.is_some();
+    let (elements, _) = bytes.as_chunks::<W>();
+    let mut keys = if in_order && W == 4 && scalar == rewire::Scalar::F32 {
         Keys::from_f32_le(&bytes)
-    } else if view.is_identity() {
-        Keys::encode(scalar, bytes.chunks_exact(W).map(word))
+    } else if in_order {
+        Keys::encode(scalar, elements.iter().map(word))
     } else {
-        Keys::encode(scalar, view.clone().map(at))
+        Keys::encode(scalar, view.clone().map(|s| word(&elements[s])))
     };
     if !keys.finite() {
         return Err(());
@@ -169,21 +174,28 @@ fn fixed<const W: usize>(
     // The payload can be as large as the tensor (external data is read
     // into memory) and is not needed again: the keys give back every bit.
     drop(bytes);
+    if let Some((r, c)) = flip {
+        keys.transpose(r, c);
+    }
     let (before, after) = rewire::rewire_keys(&mut keys, rows, cols, &w.key, opts);
-    if view.is_identity() {
+    if let Some((r, c)) = flip {
+        keys.transpose(c, r);
+    }
+    if in_order {
         keys = match keys.into_bits32() {
             Ok(words) => return Ok((Payload(Repr::Words(words)), before, after)),
             Err(keys) => keys,
         };
     }
     let mut out = vec![0u8; keys.keys.len() * W];
-    if view.is_identity() {
-        keys.for_each_bits(|i, b| out[i * W..(i + 1) * W].copy_from_slice(&b.to_le_bytes()[..W]));
+    let (slots, _) = out.as_chunks_mut::<W>();
+    if in_order {
+        keys.for_each_bits(|i, b| slots[i].copy_from_slice(&b.to_le_bytes()[..W]));
     } else {
         let mut dst = view;
         keys.for_each_bits(|_, b| {
             let s = dst.next().unwrap_or(0);
-            out[s * W..(s + 1) * W].copy_from_slice(&b.to_le_bytes()[..W]);
+            slots[s].copy_from_slice(&b.to_le_bytes()[..W]);
         });
     }
     Ok((Payload(Repr::Bytes(out)), before, after))

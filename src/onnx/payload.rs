@@ -65,8 +65,11 @@ pub enum Multiset {
 /// The sorted multiset of a payload's elements.
 pub fn multiset(enc: Encoding, bytes: &[u8]) -> Multiset {
     fn narrow<const W: usize>(bytes: &[u8]) -> Vec<u32> {
-        bytes
-            .chunks_exact(W)
+        // Whole elements (`as_chunks`), which load as such; chunks of a
+        // byte slice were gathered byte by byte.
+        let (elements, _) = bytes.as_chunks::<W>();
+        elements
+            .iter()
             .map(|c| {
                 let mut word = [0u8; 4];
                 word[..W].copy_from_slice(c);
@@ -92,7 +95,13 @@ pub fn multiset(enc: Encoding, bytes: &[u8]) -> Multiset {
         Encoding::Varint => Multiset::Words(varint_values(bytes)),
     };
     match &mut m {
-        Multiset::Narrow(v) => v.sort_unstable(),
+        // The vector sort of the rewiring, where the CPU has it: about
+        // three times the standard library's speed on millions of items.
+        Multiset::Narrow(v) => {
+            if !crate::rewire::simd::sort_u32(v, &mut Vec::new()) {
+                v.sort_unstable()
+            }
+        }
         Multiset::Words(v) => v.sort_unstable(),
         Multiset::Long(v) => v.sort_unstable(),
     }

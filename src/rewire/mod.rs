@@ -167,6 +167,22 @@ impl Iterator for ViewIndices {
 
 impl ExactSizeIterator for ViewIndices {}
 
+/// `Some((r, c))` when the view of a tensor of shape `dims` taking `axes`
+/// (as for [`ViewIndices`]) is the transpose of its storage order read as
+/// an `r x c` matrix: rows from the last axis, columns from the others in
+/// order, as for a `[K, N]` MatMul weight.
+pub fn storage_transpose(dims: &[u64], axes: &[usize]) -> Option<(usize, usize)> {
+    let n = dims.len();
+    let flipped = n >= 2
+        && axes.len() == n
+        && axes[0] == n - 1
+        && axes[1..].iter().enumerate().all(|(i, &a)| a == i);
+    flipped.then(|| {
+        let c = dims[n - 1] as usize;
+        (dims[..n - 1].iter().product::<u64>() as usize, c)
+    })
+}
+
 /// [`ViewIndices`] collected.
 pub fn view_index(dims: &[u64], axes: &[usize]) -> Vec<u32> {
     ViewIndices::new(dims, axes).map(|s| s as u32).collect()
@@ -462,6 +478,13 @@ impl Keys {
             bits(&mut self.keys);
         }
         Ok(self.keys)
+    }
+
+    /// Transposes the keys, read as a row-major `rows x cols` matrix.
+    pub fn transpose(&mut self, rows: usize, cols: usize) {
+        let mut t = Vec::new();
+        transpose(&self.keys, rows, cols, &mut t);
+        self.keys = t;
     }
 
     /// Row and column strengths of the keys as a row-major matrix.
@@ -1248,6 +1271,29 @@ pub fn rewire_values(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_transposes_are_recognised() {
+        // A [K, N] weight read with N as rows.
+        assert_eq!(storage_transpose(&[3, 4], &[1, 0]), Some((3, 4)));
+        // Rows from the last axis, columns the others in order.
+        assert_eq!(storage_transpose(&[2, 3, 4], &[2, 0, 1]), Some((6, 4)));
+        for (dims, axes) in [
+            (&[3u64, 4][..], &[0usize, 1][..]),
+            (&[2, 3, 4], &[2, 1, 0]),
+            (&[2, 3, 4], &[1, 0, 2]),
+            (&[5], &[0]),
+        ] {
+            assert_eq!(storage_transpose(dims, axes), None, "{dims:?} {axes:?}");
+        }
+        // What it claims agrees with the view's own walk.
+        let (r, c) = storage_transpose(&[2, 3, 4], &[2, 0, 1]).unwrap();
+        let walked: Vec<u32> = view_index(&[2, 3, 4], &[2, 0, 1]);
+        let tiled: Vec<u32> = (0..c)
+            .flat_map(|j| (0..r).map(move |i| (i * c + j) as u32))
+            .collect();
+        assert_eq!(walked, tiled);
+    }
 
     #[test]
     fn transpose_matches_the_definition() {

@@ -310,3 +310,77 @@ fn verify_by_name_on_files_not_written_by_pa_onnx() {
     assert_eq!(s.differences.len(), 1, "{:?}", s.differences);
     assert_eq!(s.differences[0].tensor.as_deref(), Some("w2"));
 }
+
+/// A MatMul weight stored as [K, N] is rewired as its transpose; the file
+/// path makes that view by transposing the keys in tiles, and must give
+/// what walking the view element by element gives (`rewire_values`), for
+/// every dtype and for a shape whose sides are not multiples of a tile.
+#[test]
+fn transposed_weights_match_the_element_by_element_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k, n) = (37u64, 70u64);
+    let vals: Vec<f64> = kaiming((k * n) as usize, k as usize, 21)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    // (ONNX dtype, bytes per element, encode, decode), values rounded to
+    // the dtype first so the reference sees exactly the stored numbers.
+    type Enc = fn(f64) -> Vec<u8>;
+    type Dec = fn(&[u8]) -> f64;
+    let cases: [(i32, Enc, Dec); 4] = [
+        (
+            1,
+            |v| (v as f32).to_le_bytes().to_vec(),
+            |b| f32::from_le_bytes(b.try_into().unwrap()) as f64,
+        ),
+        (
+            10,
+            |v| half::f16::from_f64(v).to_le_bytes().to_vec(),
+            |b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f64(),
+        ),
+        (
+            16,
+            |v| half::bf16::from_f64(v).to_le_bytes().to_vec(),
+            |b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f64(),
+        ),
+        (
+            11,
+            |v| (v + 1e-12).to_le_bytes().to_vec(),
+            |b| f64::from_le_bytes(b.try_into().unwrap()),
+        ),
+    ];
+    for (dtype, enc, dec) in cases {
+        let raw: Vec<u8> = vals.iter().flat_map(|&v| enc(v)).collect();
+        let width = raw.len() / vals.len();
+        let stored: Vec<f64> = raw.chunks_exact(width).map(dec).collect();
+        let bytes = graph_model(
+            vec![node("MatMul", "mm", &["x", "w"], &["y"], vec![])],
+            vec![tensor_raw("w", dtype, &[k, n], &raw)],
+            vec![value_info("x", dtype, &[1, k])],
+            vec![value_info("y", dtype, &[1, n])],
+        );
+        let input = write_temp(dir.path(), &format!("mm{dtype}.onnx"), &bytes);
+        let output = dir.path().join(format!("mm{dtype}.out.onnx"));
+        let report = rewire_file(&input, Some(&output), &RewireOptions::default()).unwrap();
+        assert_eq!(report.tensors.len(), 1, "dtype {dtype}");
+        assert!(report.tensors[0].transposed);
+        let (_, plan) =
+            pa_onnx::pipeline::plan_file(&input, &pa_onnx::plan::Selection::default()).unwrap();
+        let want = pa_onnx::rewire::rewire_values(
+            &stored,
+            &[k, n],
+            &[1, 0],
+            &plan.weights[0].key,
+            &pa_onnx::rewire::Options::default(),
+        );
+        let m = Model::open(&output).unwrap();
+        let t = m.tensors.iter().find(|t| t.name == "w").unwrap();
+        let got: Vec<f64> = m.payload(t).unwrap().chunks_exact(width).map(dec).collect();
+        assert_ne!(got, stored, "dtype {dtype}: nothing moved");
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "dtype {dtype}"
+        );
+    }
+}
