@@ -290,28 +290,23 @@ pub fn rewire_model(
     if let Some(out) = output {
         let indices: Vec<usize> = plan.weights.iter().map(|w| w.tensor).collect();
         let staged = Output::create(model, out, &indices, opts.write)?;
-        let (results, sha) = rayon::join(
-            || {
-                let mut done = Vec::new();
-                for batch in batches(model, plan, budget) {
-                    done.extend(rewire_batch(model, plan, &batch, &staged, opts)?);
-                }
-                Ok::<_, Error>(done)
-            },
-            input_hash,
-        );
-        let mut results = results?;
-        input_sha = sha;
+        let mut results = Vec::new();
+        for batch in batches(model, plan, budget) {
+            results.extend(rewire_batch(model, plan, &batch, &staged, opts)?);
+        }
+        // Both digests at the end, side by side: hashing the input during
+        // the rewiring took a core from it, and the output's digest can
+        // only start once every payload is written.
+        let (in_sha, out_sha) = rayon::join(input_hash, || {
+            opts.hashes.then(|| staged.model_sha256()).transpose()
+        });
+        input_sha = in_sha;
         results.sort_by_key(|(i, _)| *i);
         tensors = results.into_iter().map(|(_, r)| r).collect();
         staged.commit()?;
         output_info = Some(FileInfo {
             path: out.display().to_string(),
-            sha256: if opts.hashes {
-                Some(report::sha256_file(out).map_err(|e| Error::io("cannot read back", out, e))?)
-            } else {
-                None
-            },
+            sha256: out_sha?,
         });
     } else {
         input_sha = input_hash();

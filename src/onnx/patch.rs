@@ -189,6 +189,22 @@ impl Output {
             .map_err(|e| Error::io("cannot write", &staged.dest, e))
     }
 
+    /// SHA-256 (hex) of the staged model file as written so far: once every
+    /// payload is in, the digest of the output. Read through a map of the
+    /// file, whose pages are still in memory, rather than copied back.
+    pub fn model_sha256(&self) -> Result<String> {
+        let file = self.model.temp.as_file();
+        let err = |e| Error::io("cannot read back", &self.model.dest, e);
+        let len = file.metadata().map_err(err)?.len();
+        if len == 0 {
+            return Ok(crate::report::sha256_bytes(&[]));
+        }
+        // SAFETY: the temporary file is ours alone (created exclusively,
+        // under a random name) and nothing writes to it while it is mapped.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(file) }.map_err(err)?;
+        Ok(crate::report::sha256_bytes(&map))
+    }
+
     /// Renames every staged file into place, data files first so that the
     /// model never names data that is not there yet.
     pub fn commit(self) -> Result<()> {
