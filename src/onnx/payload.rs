@@ -62,6 +62,9 @@ pub enum Multiset {
     Long(Vec<Vec<u8>>),
 }
 
+/// The longest list [`multiset`] sorts with the vector sort.
+const VECTOR_SORT_MAX: usize = 1 << 24;
+
 /// The sorted multiset of a payload's elements.
 pub fn multiset(enc: Encoding, bytes: &[u8]) -> Multiset {
     fn narrow<const W: usize>(bytes: &[u8]) -> Vec<u32> {
@@ -97,12 +100,17 @@ pub fn multiset(enc: Encoding, bytes: &[u8]) -> Multiset {
     match &mut m {
         // The vector sort of the rewiring, where the CPU has it: about
         // three times the standard library's speed on millions of items.
+        // It needs scratch as large as the list, so the largest lists
+        // (over 64 MiB) are sorted in place instead, within the memory
+        // `verify` is sized by, on every core: such a tensor is compared
+        // alone.
+        Multiset::Narrow(v) if v.len() > VECTOR_SORT_MAX => v.par_sort_unstable(),
         Multiset::Narrow(v) => {
             if !crate::rewire::simd::sort_u32(v, &mut Vec::new()) {
                 v.sort_unstable()
             }
         }
-        Multiset::Words(v) => v.sort_unstable(),
+        Multiset::Words(v) => v.par_sort_unstable(),
         Multiset::Long(v) => v.sort_unstable(),
     }
     m
