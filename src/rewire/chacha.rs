@@ -9,7 +9,7 @@
 //! generic code of `rand_chacha` computes four blocks per step with AVX2
 //! and took about 1.3 ns per word here, as much as the Exp(1) conversion
 //! it feeds. [`keystream`] computes sixteen blocks per step, one per
-//! 32-bit lane, in about a third of that time (0.43 ns); a test compares its
+//! 32-bit lane, in a third of that time (0.43 ns). A test compares its
 //! words with `rand_chacha`'s on every length class, so a row's draws (and
 //! the output) are the same whichever code produced them.
 
