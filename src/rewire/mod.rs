@@ -665,6 +665,32 @@ pub struct Workspace {
     values: Scratch<u32>,
 }
 
+thread_local! {
+    /// A pool thread's workspace between tensors: its buffers are written
+    /// again by the next tensor instead of being allocated, and the
+    /// kernel need not zero fresh pages for them (about 47 MB of them
+    /// for ResNet-18).
+    static SPARE: std::cell::Cell<Option<Workspace>> = const { std::cell::Cell::new(None) };
+}
+
+/// Buffers larger than this are not kept between tensors, so that one
+/// huge tensor does not pin its memory in every thread.
+const SPARE_MAX: usize = 64 << 20;
+
+impl Workspace {
+    /// This thread's spare workspace, or a new one.
+    fn reused() -> Workspace {
+        SPARE.take().unwrap_or_default()
+    }
+
+    /// Hands the buffers back for this thread's next tensor.
+    fn keep(self) {
+        if self.b.capacity() * 4 <= SPARE_MAX {
+            SPARE.set(Some(self));
+        }
+    }
+}
+
 /// Rows whose draws a pass may hold at once, in elements: the helper
 /// thread prepares at most this far ahead of the sequential part.
 const WINDOW: usize = 1 << 16;
@@ -1124,16 +1150,10 @@ pub fn rewire_keys(
     rayon::scope(|_| {
         let before = keys.strength(rows, cols);
         let seed = tensor_seed(opts.seed, key);
+        let mut ws = Workspace::reused();
         let mut k = std::mem::take(&mut keys.keys);
-        let after = rewire_matrix(
-            &mut k,
-            rows,
-            cols,
-            opts,
-            &seed,
-            keys.values(),
-            &mut Workspace::default(),
-        );
+        let after = rewire_matrix(&mut k, rows, cols, opts, &seed, keys.values(), &mut ws);
+        ws.keep();
         keys.keys = k;
         (before, after.unwrap_or_else(|| keys.strength(rows, cols)))
     })
