@@ -12,7 +12,7 @@ use crate::onnx::payload;
 use crate::onnx::Model;
 use crate::plan::{self, Plan, Selection, Weight};
 use crate::report::{self, FileInfo, RewireReport, TensorReport, Totals};
-use crate::rewire::{self, Keys, Options, ViewIndices};
+use crate::rewire::{self, Keys, Options, Spares, ViewIndices};
 
 /// Called with the name of each tensor once it is rewired.
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
@@ -81,6 +81,17 @@ impl std::ops::Deref for Payload {
 /// Rewires one located weight of `model`: returns its new payload (same
 /// length, a bitwise permutation of the old one) and its report line.
 pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Payload, TensorReport)> {
+    rewire_tensor_in(model, w, opts, &Spares::default())
+}
+
+/// [`rewire_tensor`] with the rewiring's buffers from `spares`, which the
+/// tensors of one run share.
+pub fn rewire_tensor_in(
+    model: &Model,
+    w: &Weight,
+    opts: &Options,
+    spares: &Spares,
+) -> Result<(Payload, TensorReport)> {
     let t = &model.tensors[w.tensor];
     let scalar = payload::scalar(t)?;
     let bytes = model.payload(t)?;
@@ -88,13 +99,13 @@ pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Paylo
     let (rows, cols) = (w.rows as usize, w.cols as usize);
     let (out, before, after) = match payload::elements(t, &bytes)? {
         payload::Elements::Fixed { width: 2, .. } => {
-            fixed::<2>(bytes, scalar, view, rows, cols, w, opts)
+            fixed::<2>(bytes, scalar, view, w, opts, spares)
         }
         payload::Elements::Fixed { width: 4, .. } => {
-            fixed::<4>(bytes, scalar, view, rows, cols, w, opts)
+            fixed::<4>(bytes, scalar, view, w, opts, spares)
         }
         payload::Elements::Fixed { width: 8, .. } => {
-            fixed::<8>(bytes, scalar, view, rows, cols, w, opts)
+            fixed::<8>(bytes, scalar, view, w, opts, spares)
         }
         payload::Elements::Fixed { width, .. } => {
             return Err(Error::tensor(
@@ -107,7 +118,8 @@ pub fn rewire_tensor(model: &Model, w: &Weight, opts: &Options) -> Result<(Paylo
             if !keys.finite() {
                 return Err(non_finite(t));
             }
-            let (before, after) = rewire::rewire_keys(&mut keys, rows, cols, &w.key, opts);
+            let (before, after) =
+                rewire::rewire_keys_in(&mut keys, rows, cols, &w.key, opts, spares);
             let mut new = vec![0u64; vals.len()];
             let mut dst = view;
             keys.for_each_bits(|_, b| new[dst.next().unwrap_or(0)] = b);
@@ -145,11 +157,11 @@ fn fixed<const W: usize>(
     bytes: std::borrow::Cow<'_, [u8]>,
     scalar: rewire::Scalar,
     view: ViewIndices,
-    rows: usize,
-    cols: usize,
     w: &Weight,
     opts: &Options,
+    spares: &Spares,
 ) -> std::result::Result<(Payload, rewire::Strength, rewire::Strength), ()> {
+    let (rows, cols) = (w.rows as usize, w.cols as usize);
     let word = |c: &[u8; W]| {
         let mut b = [0u8; 8];
         b[..W].copy_from_slice(c);
@@ -177,7 +189,7 @@ fn fixed<const W: usize>(
     if let Some((r, c)) = flip {
         keys.transpose(r, c);
     }
-    let (before, after) = rewire::rewire_keys(&mut keys, rows, cols, &w.key, opts);
+    let (before, after) = rewire::rewire_keys_in(&mut keys, rows, cols, &w.key, opts, spares);
     if let Some((r, c)) = flip {
         keys.transpose(c, r);
     }
@@ -217,6 +229,7 @@ fn rewire_batch(
     batch: &[usize],
     staged: &Output,
     opts: &RewireOptions,
+    spares: &Spares,
 ) -> Result<Vec<(usize, TensorReport)>> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Payload)>(2);
@@ -230,7 +243,7 @@ fn rewire_batch(
             .par_iter()
             .map(|&i| {
                 let w = &plan.weights[i];
-                let (bytes, rep) = rewire_tensor(model, w, &opts.rewire)?;
+                let (bytes, rep) = rewire_tensor_in(model, w, &opts.rewire, spares)?;
                 // A closed queue means the writer failed; its error is the
                 // one reported.
                 tx.send((w.tensor, bytes))
@@ -287,12 +300,13 @@ pub fn rewire_model(
     };
     let input_sha;
     let budget = opts.max_memory.unwrap_or(DEFAULT_MAX_MEMORY);
+    let spares = Spares::default();
     if let Some(out) = output {
         let indices: Vec<usize> = plan.weights.iter().map(|w| w.tensor).collect();
         let staged = Output::create(model, out, &indices, opts.write)?;
         let mut results = Vec::new();
         for batch in batches(model, plan, budget) {
-            results.extend(rewire_batch(model, plan, &batch, &staged, opts)?);
+            results.extend(rewire_batch(model, plan, &batch, &staged, opts, &spares)?);
         }
         // Both digests at the end, side by side: hashing the input during
         // the rewiring took a core from it, and the output's digest can
@@ -315,7 +329,10 @@ pub fn rewire_model(
         for batch in batches(model, plan, budget) {
             let part = batch
                 .par_iter()
-                .map(|&i| rewire_tensor(model, &plan.weights[i], &opts.rewire).map(|(_, r)| (i, r)))
+                .map(|&i| {
+                    rewire_tensor_in(model, &plan.weights[i], &opts.rewire, &spares)
+                        .map(|(_, r)| (i, r))
+                })
                 .collect::<Result<Vec<_>>>()?;
             results.extend(part);
         }

@@ -665,28 +665,33 @@ pub struct Workspace {
     values: Scratch<u32>,
 }
 
-thread_local! {
-    /// A pool thread's workspace between tensors: its buffers are written
-    /// again by the next tensor instead of being allocated, and the
-    /// kernel need not zero fresh pages for them (about 47 MB of them
-    /// for ResNet-18).
-    static SPARE: std::cell::Cell<Option<Workspace>> = const { std::cell::Cell::new(None) };
-}
+/// Workspaces kept between the tensors of one run, so that a tensor writes
+/// into buffers a finished one used instead of fresh pages the kernel must
+/// zero (about 47 MB of them for ResNet-18). Dropped with the run.
+#[derive(Default)]
+pub struct Spares(std::sync::Mutex<Vec<Workspace>>);
 
-/// Buffers larger than this are not kept between tensors, so that one
-/// huge tensor does not pin its memory in every thread.
+/// Workspaces larger than this are not kept, so that a huge tensor's
+/// buffers do not outlive it while smaller ones run.
 const SPARE_MAX: usize = 64 << 20;
 
-impl Workspace {
-    /// This thread's spare workspace, or a new one.
-    fn reused() -> Workspace {
-        SPARE.take().unwrap_or_default()
+impl Spares {
+    /// A kept workspace, or a new one.
+    pub fn take(&self) -> Workspace {
+        self.0
+            .lock()
+            .map(|mut v| v.pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
-    /// Hands the buffers back for this thread's next tensor.
-    fn keep(self) {
-        if self.b.capacity() * 4 <= SPARE_MAX {
-            SPARE.set(Some(self));
+    /// Keeps `ws` for a later tensor.
+    pub fn keep(&self, ws: Workspace) {
+        if ws.b.capacity() * 4 <= SPARE_MAX {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(ws);
+            }
         }
     }
 }
@@ -1143,6 +1148,19 @@ pub fn rewire_keys(
     key: &str,
     opts: &Options,
 ) -> (Strength, Strength) {
+    rewire_keys_in(keys, rows, cols, key, opts, &Spares::default())
+}
+
+/// [`rewire_keys`] with its buffers taken from, and given back to,
+/// `spares`.
+pub fn rewire_keys_in(
+    keys: &mut Keys,
+    rows: usize,
+    cols: usize,
+    key: &str,
+    opts: &Options,
+    spares: &Spares,
+) -> (Strength, Strength) {
     assert_eq!(keys.keys.len(), rows * cols);
     // Each pass, transpose and sum is a fork into the thread pool; called
     // from outside it, every fork would also be a hand-over from this
@@ -1150,10 +1168,10 @@ pub fn rewire_keys(
     rayon::scope(|_| {
         let before = keys.strength(rows, cols);
         let seed = tensor_seed(opts.seed, key);
-        let mut ws = Workspace::reused();
+        let mut ws = spares.take();
         let mut k = std::mem::take(&mut keys.keys);
         let after = rewire_matrix(&mut k, rows, cols, opts, &seed, keys.values(), &mut ws);
-        ws.keep();
+        spares.keep(ws);
         keys.keys = k;
         (before, after.unwrap_or_else(|| keys.strength(rows, cols)))
     })
