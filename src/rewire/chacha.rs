@@ -26,15 +26,21 @@ pub fn keystream(seed: &[u8; 32], stream: u64, out: &mut [u32]) {
     // four blocks cost less through rand_chacha.
     #[cfg(target_arch = "x86_64")]
     if out.len() > 64 && super::simd::available() {
-        let mut key = [0u32; 8];
-        for (k, b) in key.iter_mut().zip(seed.chunks_exact(4)) {
-            *k = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
         // SAFETY: the CPU supports AVX-512F.
-        unsafe { keystream512(&key, stream, out) };
+        unsafe { keystream512(&key_words(seed), stream, out) };
         return;
     }
     reference(seed, stream, out);
+}
+
+/// The seed as ChaCha's eight little-endian key words.
+#[cfg(target_arch = "x86_64")]
+fn key_words(seed: &[u8; 32]) -> [u32; 8] {
+    let mut key = [0u32; 8];
+    for (k, w) in key.iter_mut().zip(seed.as_chunks::<4>().0) {
+        *k = u32::from_le_bytes(*w);
+    }
+    key
 }
 
 /// The same words from `rand_chacha` itself.
@@ -234,10 +240,7 @@ mod tests {
             return;
         }
         let seed = [3u8; 32];
-        let mut key = [0u32; 8];
-        for (k, b) in key.iter_mut().zip(seed.chunks_exact(4)) {
-            *k = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
+        let key = key_words(&seed);
         // Blocks 2^32 - 8 .. 2^32 + 8: the reference seeks there by word
         // position.
         let first = (1u64 << 32) - 8;
