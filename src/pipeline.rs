@@ -58,6 +58,15 @@ fn batches(model: &Model, plan: &Plan, budget: u64) -> Vec<Vec<usize>> {
 /// A rewired tensor's new payload bytes.
 pub struct Payload(Repr);
 
+impl Payload {
+    /// Hands a word buffer back to `spares` once the bytes are written.
+    fn recycle(self, spares: &Spares) {
+        if let Repr::Words(w) = self.0 {
+            spares.keep_words(w);
+        }
+    }
+}
+
 enum Repr {
     Bytes(Vec<u8>),
     /// Little-endian words, kept as the buffer they were made in.
@@ -174,7 +183,7 @@ fn fixed<const W: usize>(
     let in_order = view.is_identity() || flip.is_some();
     let (elements, _) = bytes.as_chunks::<W>();
     let mut keys = if in_order && W == 4 && scalar == rewire::Scalar::F32 {
-        Keys::from_f32_le(&bytes)
+        Keys::from_f32_le_in(&bytes, spares.words(elements.len()))
     } else if in_order {
         Keys::encode(scalar, elements.iter().map(word))
     } else {
@@ -187,11 +196,11 @@ fn fixed<const W: usize>(
     // into memory) and is not needed again: the keys give back every bit.
     drop(bytes);
     if let Some((r, c)) = flip {
-        keys.transpose(r, c);
+        keys.transpose_in(r, c, spares);
     }
     let (before, after) = rewire::rewire_keys_in(&mut keys, rows, cols, &w.key, opts, spares);
     if let Some((r, c)) = flip {
-        keys.transpose(c, r);
+        keys.transpose_in(c, r, spares);
     }
     if in_order {
         keys = match keys.into_bits32() {
@@ -236,6 +245,7 @@ fn rewire_batch(
         let writer = scope.spawn(move || -> Result<()> {
             for (tensor, bytes) in rx {
                 staged.write(model, tensor, &bytes)?;
+                bytes.recycle(spares);
             }
             Ok(())
         });
@@ -330,8 +340,12 @@ pub fn rewire_model(
             let part = batch
                 .par_iter()
                 .map(|&i| {
-                    rewire_tensor_in(model, &plan.weights[i], &opts.rewire, &spares)
-                        .map(|(_, r)| (i, r))
+                    rewire_tensor_in(model, &plan.weights[i], &opts.rewire, &spares).map(
+                        |(bytes, r)| {
+                            bytes.recycle(&spares);
+                            (i, r)
+                        },
+                    )
                 })
                 .collect::<Result<Vec<_>>>()?;
             results.extend(part);

@@ -405,9 +405,17 @@ impl Keys {
     /// [`Keys::encode`] with [`Scalar::F32`] (every f32 survives the round
     /// trip), in a plain loop over the bytes that vectorises.
     pub fn from_f32_le(bytes: &[u8]) -> Keys {
+        Keys::from_f32_le_in(bytes, Vec::new())
+    }
+
+    /// [`Keys::from_f32_le`] into `buf`, whose contents are dropped and
+    /// whose memory is reused (a buffer from [`Spares::words`]).
+    pub fn from_f32_le_in(bytes: &[u8], buf: Vec<u32>) -> Keys {
         assert_eq!(bytes.len() % 4, 0);
         let n = bytes.len() / 4;
-        let mut keys: Vec<u32> = Vec::with_capacity(n);
+        let mut keys = buf;
+        keys.clear();
+        keys.reserve_exact(n);
         let (words, _) = bytes.as_chunks::<4>();
         let infinite = f32_keys_into(words, &mut keys.spare_capacity_mut()[..n]);
         // SAFETY: the loop wrote all n slots.
@@ -482,9 +490,15 @@ impl Keys {
 
     /// Transposes the keys, read as a row-major `rows x cols` matrix.
     pub fn transpose(&mut self, rows: usize, cols: usize) {
-        let mut t = Vec::new();
+        self.transpose_in(rows, cols, &Spares::default());
+    }
+
+    /// [`Keys::transpose`] into a buffer from `spares`, to which the old
+    /// one goes back.
+    pub fn transpose_in(&mut self, rows: usize, cols: usize, spares: &Spares) {
+        let mut t = spares.words(self.keys.len());
         transpose(&self.keys, rows, cols, &mut t);
-        self.keys = t;
+        spares.keep_words(std::mem::replace(&mut self.keys, t));
     }
 
     /// Row and column strengths of the keys as a row-major matrix.
@@ -681,32 +695,69 @@ pub struct Workspace {
     values: Scratch<u32>,
 }
 
-/// Workspaces kept between the tensors of one run, so that a tensor writes
-/// into buffers a finished one used instead of fresh pages the kernel must
+/// Buffers kept between the tensors of one run, so that a tensor writes
+/// into memory a finished one used instead of fresh pages the kernel must
 /// zero (about 47 MB of them for ResNet-18). Dropped with the run.
+///
+/// Two kinds: workspaces (see [`Workspace`]), and word buffers, which hold
+/// a tensor's keys and then, as its new payload, its bits until they are
+/// written (see [`Keys::from_f32_le_in`]).
 #[derive(Default)]
-pub struct Spares(std::sync::Mutex<Vec<Workspace>>);
+pub struct Spares {
+    workspaces: std::sync::Mutex<Vec<Workspace>>,
+    words: std::sync::Mutex<Vec<Vec<u32>>>,
+}
 
 /// Workspaces larger than this are not kept, so that a huge tensor's
-/// buffers do not outlive it while smaller ones run.
+/// buffers do not outlive it while smaller ones run; word buffers kept
+/// together stay below it too.
 const SPARE_MAX: usize = 64 << 20;
 
 impl Spares {
-    /// A kept workspace, or a new one.
-    pub fn take(&self) -> Workspace {
-        self.0
+    /// A kept workspace for a tensor of `n` elements, or a new one: the
+    /// smallest that holds it, else the largest (which then grows).
+    pub fn take(&self, n: usize) -> Workspace {
+        let fit = |ws: &Workspace| (ws.b.capacity() < n, ws.b.capacity().abs_diff(n));
+        self.workspaces
             .lock()
-            .map(|mut v| v.pop())
             .ok()
-            .flatten()
+            .and_then(|mut v| {
+                let best = (0..v.len()).min_by_key(|&i| fit(&v[i]))?;
+                Some(v.swap_remove(best))
+            })
             .unwrap_or_default()
     }
 
     /// Keeps `ws` for a later tensor.
     pub fn keep(&self, ws: Workspace) {
         if ws.b.capacity() * 4 <= SPARE_MAX {
-            if let Ok(mut v) = self.0.lock() {
+            if let Ok(mut v) = self.workspaces.lock() {
                 v.push(ws);
+            }
+        }
+    }
+
+    /// An empty buffer for at least `n` words: the smallest kept one that
+    /// is large enough, or a new one.
+    pub fn words(&self, n: usize) -> Vec<u32> {
+        let kept = self.words.lock().ok().and_then(|mut v| {
+            let best = (0..v.len())
+                .filter(|&i| v[i].capacity() >= n)
+                .min_by_key(|&i| v[i].capacity())?;
+            Some(v.swap_remove(best))
+        });
+        let mut buf = kept.unwrap_or_else(|| Vec::with_capacity(n));
+        buf.clear();
+        buf
+    }
+
+    /// Keeps a word buffer that is no longer needed, as long as the kept
+    /// ones fit within [`SPARE_MAX`] together.
+    pub fn keep_words(&self, buf: Vec<u32>) {
+        if let Ok(mut v) = self.words.lock() {
+            let held: usize = v.iter().map(|b| b.capacity() * 4).sum();
+            if held + buf.capacity() * 4 <= SPARE_MAX {
+                v.push(buf);
             }
         }
     }
@@ -1184,7 +1235,7 @@ pub fn rewire_keys_in(
     rayon::scope(|_| {
         let before = keys.strength(rows, cols);
         let seed = tensor_seed(opts.seed, key);
-        let mut ws = spares.take();
+        let mut ws = spares.take(rows * cols);
         let mut k = std::mem::take(&mut keys.keys);
         let after = rewire_matrix(&mut k, rows, cols, opts, &seed, keys.values(), &mut ws);
         spares.keep(ws);
