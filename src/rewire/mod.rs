@@ -681,6 +681,8 @@ struct Drawing {
     kbits: Vec<u32>,
     words: Vec<u32>,
     packed: Scratch<u32>,
+    /// The row being assembled.
+    row: Vec<u32>,
 }
 
 /// Buffers reused across rows and passes.
@@ -971,7 +973,12 @@ fn consume_row(
     dr: &mut Drawing,
 ) {
     let cols = srow.len();
-    let dst = &mut out[k * cols..(k + 1) * cols];
+    // The row is assembled in a buffer that stays in cache and then copied
+    // out in order: scattered straight into `out`, whose lines are rarely
+    // in cache yet, each store waited for its own line.
+    let mut row = std::mem::take(&mut dr.row);
+    row.resize(cols, 0);
+    let dst = &mut row[..];
     match method {
         Method::Pa => {
             // Efraimidis-Spirakis: ascending E_j / p_j, E_j ~ Exp(1),
@@ -1015,6 +1022,8 @@ fn consume_row(
     // The last row is added too: the finished sums are the strengths
     // the report needs (see [`rewire_matrix`]).
     *low = accumulate(acc, dst, values);
+    out[k * cols..(k + 1) * cols].copy_from_slice(dst);
+    dr.row = row;
 }
 
 /// The m-th smallest key of `srow` goes to the column in the low half of
