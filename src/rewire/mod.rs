@@ -720,15 +720,7 @@ impl Spares {
     /// A kept workspace for a tensor of `n` elements, or a new one: the
     /// smallest that holds it, else the largest (which then grows).
     pub fn take(&self, n: usize) -> Workspace {
-        let fit = |ws: &Workspace| (ws.b.capacity() < n, ws.b.capacity().abs_diff(n));
-        self.workspaces
-            .lock()
-            .ok()
-            .and_then(|mut v| {
-                let best = (0..v.len()).min_by_key(|&i| fit(&v[i]))?;
-                Some(v.swap_remove(best))
-            })
-            .unwrap_or_default()
+        take_fitting(&self.workspaces, n, |ws| ws.b.capacity(), true).unwrap_or_default()
     }
 
     /// Keeps `ws` for a later tensor.
@@ -743,12 +735,7 @@ impl Spares {
     /// An empty buffer for at least `n` words: the smallest kept one that
     /// is large enough, or a new one.
     pub fn words(&self, n: usize) -> Vec<u32> {
-        let kept = self.words.lock().ok().and_then(|mut v| {
-            let best = (0..v.len())
-                .filter(|&i| v[i].capacity() >= n)
-                .min_by_key(|&i| v[i].capacity())?;
-            Some(v.swap_remove(best))
-        });
+        let kept = take_fitting(&self.words, n, Vec::capacity, false);
         let mut buf = kept.unwrap_or_else(|| Vec::with_capacity(n));
         buf.clear();
         buf
@@ -764,6 +751,22 @@ impl Spares {
             }
         }
     }
+}
+
+/// Takes out of `kept` the item whose capacity (`cap`) is the smallest
+/// that holds `n`; if none does, the largest one with `or_largest`, else
+/// nothing.
+fn take_fitting<T>(
+    kept: &std::sync::Mutex<Vec<T>>,
+    n: usize,
+    cap: impl Fn(&T) -> usize,
+    or_largest: bool,
+) -> Option<T> {
+    let mut v = kept.lock().ok()?;
+    let best = (0..v.len())
+        .filter(|&i| or_largest || cap(&v[i]) >= n)
+        .min_by_key(|&i| (cap(&v[i]) < n, cap(&v[i]).abs_diff(n)))?;
+    Some(v.swap_remove(best))
 }
 
 /// Rows whose draws a pass may hold at once, in elements: the helper
