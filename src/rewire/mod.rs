@@ -800,8 +800,10 @@ struct Ahead<'a> {
 }
 
 // SAFETY: rows and ring slots are written only by the thread that claimed
-// the row, and read only after its `ready` flag (release/acquire); a slot
-// is rewritten only after `consumed` shows its last reader done.
+// the row, and read only after its `ready` flag (release/acquire); after
+// that only the sequential thread reads the row and then writes its result
+// there. A slot is rewritten only after `consumed` shows its last reader
+// done.
 unsafe impl Sync for Ahead<'_> {}
 
 impl<'a> Ahead<'a> {
@@ -912,6 +914,17 @@ impl<'a> Ahead<'a> {
         }
     }
 
+    /// Writes row k's result over its sorted input, which the caller must
+    /// no longer be reading (the slice [`Ahead::get`] gave it is dead).
+    fn put(&self, k: usize, row: &[u32]) {
+        let c = self.cols;
+        assert_eq!(row.len(), c);
+        // SAFETY: row k lies inside the matrix, its preparation is over
+        // (it was handed out by `get`), and no other thread touches it: the
+        // helper only writes rows it claimed, all past k.
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.keys.add(k * c), c) };
+    }
+
     fn done(&self, k: usize) {
         self.consumed.store(k + 1, Ordering::Release);
     }
@@ -959,26 +972,23 @@ fn accumulate(acc: &mut [f64], row: &[u32], values: Values) -> f64 {
     widest!(body(acc: &mut [f64], row: &[u32], values: Values) -> f64)
 }
 
-/// The sequential part of a pass for row k > 0, given sorted in `srow`
+/// The sequential part of a pass for a row k > 0, given sorted in `srow`
 /// with its draws `exps`: column order from the accumulated strength, then
-/// row k of `out` gets its ascending keys in that order. `acc` holds the
-/// column sums of the rows before, `low` their minimum; both are updated.
-#[allow(clippy::too_many_arguments)]
+/// `dr.row` gets the ascending keys in that order. `acc` holds the column
+/// sums of the rows before, `low` their minimum; both are updated.
 fn consume_row(
-    k: usize,
     srow: &[u32],
     exps: &[f32],
     method: Method,
     values: Values,
-    out: &mut [u32],
     acc: &mut [f64],
     low: &mut f64,
     dr: &mut Drawing,
 ) {
     let cols = srow.len();
     // The row is assembled in a buffer that stays in cache and then copied
-    // out in order: scattered straight into `out`, whose lines are rarely
-    // in cache yet, each store waited for its own line.
+    // out in order: scattered straight into the matrix, whose lines are
+    // rarely in cache yet, each store waited for its own line.
     let mut row = std::mem::take(&mut dr.row);
     row.resize(cols, 0);
     let dst = &mut row[..];
@@ -1025,7 +1035,6 @@ fn consume_row(
     // The last row is added too: the finished sums are the strengths
     // the report needs (see [`rewire_matrix`]).
     *low = accumulate(acc, dst, values);
-    out[k * cols..(k + 1) * cols].copy_from_slice(dst);
     dr.row = row;
 }
 
@@ -1039,12 +1048,13 @@ fn scatter(order: &[u64], srow: &[u32], dst: &mut [u32]) {
     }
 }
 
-/// One pass over the row-major `rows x cols` matrix of keys in `a`; the
-/// result goes to `b` (`a` is left with its rows sorted).
+/// One pass over the row-major `rows x cols` matrix of keys in `a`, in
+/// place: each row's result replaces it once it is read. (Written to a
+/// second buffer, the pass's sequential thread took that buffer's page
+/// faults; now the transpose after it takes them, on both cores.)
 #[allow(clippy::too_many_arguments)]
 fn pass_keys(
     a: &mut [u32],
-    b: &mut Vec<u32>,
     rows: usize,
     cols: usize,
     method: Method,
@@ -1056,13 +1066,8 @@ fn pass_keys(
     if rows < 2 || cols < 2 {
         // A single column admits no rearrangement within a row; a single
         // row is row 0, which is never changed.
-        b.clear();
-        b.extend_from_slice(a);
         return;
     }
-    // Every element of b is written below (row 0 copied, each other row a
-    // permutation of all columns); the buffer is only sized.
-    b.resize(a.len(), 0);
     let draws = (method == Method::Pa).then_some((seed, pass_no));
     ws.acc.clear();
     ws.acc.resize(cols, 0.0);
@@ -1081,12 +1086,12 @@ fn pass_keys(
         || {
             let _alarm = ahead.alarm();
             let (row0, _) = ahead.get(0, bits, vscratch);
-            b[..cols].copy_from_slice(row0);
             let mut low = accumulate(acc, row0, values);
             ahead.done(0);
             for k in 1..rows {
                 let (srow, e) = ahead.get(k, bits, vscratch);
-                consume_row(k, srow, e, method, values, b, acc, &mut low, drawing);
+                consume_row(srow, e, method, values, acc, &mut low, drawing);
+                ahead.put(k, &drawing.row);
                 ahead.done(k);
             }
         },
@@ -1203,13 +1208,13 @@ fn rewire_matrix(
         });
     }
     let mut b = std::mem::take(&mut ws.b);
-    pass_keys(keys, &mut b, rows, cols, opts.method, seed, 1, values, ws);
+    pass_keys(keys, rows, cols, opts.method, seed, 1, values, ws);
     // Pass 2 permutes within the columns that pass 1 summed, so these are
     // the final column strengths; pass 2's own sums are the final row
     // strengths. That saves a sweep over the result.
     let col = std::mem::take(&mut ws.acc);
-    transpose(&b, rows, cols, keys);
-    pass_keys(keys, &mut b, cols, rows, opts.method, seed, 2, values, ws);
+    transpose(keys, rows, cols, &mut b);
+    pass_keys(&mut b, cols, rows, opts.method, seed, 2, values, ws);
     transpose(&b, cols, rows, keys);
     ws.b = b;
     (rows >= 2 && cols >= 2).then(|| Strength {
@@ -1282,21 +1287,9 @@ pub fn pass(
 ) {
     assert_eq!(vals.len(), rows * cols);
     let mut keys = f64_keys(vals);
-    let mut b = std::mem::take(&mut ws.b);
     let mut a = std::mem::take(&mut keys.keys);
-    pass_keys(
-        &mut a,
-        &mut b,
-        rows,
-        cols,
-        method,
-        seed,
-        pass_no,
-        keys.values(),
-        ws,
-    );
-    keys.keys = b;
-    ws.b = a;
+    pass_keys(&mut a, rows, cols, method, seed, pass_no, keys.values(), ws);
+    keys.keys = a;
     write_back(&keys, vals);
 }
 
