@@ -12,7 +12,7 @@ use crate::onnx::payload;
 use crate::onnx::Model;
 use crate::plan::{self, Plan, Selection, Weight};
 use crate::report::{self, FileInfo, RewireReport, TensorReport, Totals};
-use crate::rewire::{self, Keys, Options, Spares, ViewIndices};
+use crate::rewire::{self, Keys, Layout, Options, Spares, ViewIndices};
 
 /// Called with the name of each tensor once it is rewired.
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
@@ -128,7 +128,7 @@ pub fn rewire_tensor_in(
                 return Err(non_finite(t));
             }
             let (before, after) =
-                rewire::rewire_keys_in(&mut keys, rows, cols, &w.key, opts, spares);
+                rewire::rewire_keys_in(&mut keys, rows, cols, Layout::Rows, &w.key, opts, spares);
             let mut new = vec![0u64; vals.len()];
             let mut dst = view;
             keys.for_each_bits(|_, b| new[dst.next().unwrap_or(0)] = b);
@@ -195,19 +195,25 @@ fn fixed<const W: usize>(
     // The payload can be as large as the tensor (external data is read
     // into memory) and is not needed again: the keys give back every bit.
     drop(bytes);
-    if let Some((r, c)) = flip {
-        keys.transpose_in(r, c, spares);
-    }
-    let (before, after) = rewire::rewire_keys_in(&mut keys, rows, cols, &w.key, opts, spares);
-    if let Some((r, c)) = flip {
-        keys.transpose_in(c, r, spares);
-    }
-    if in_order {
-        keys = match keys.into_bits32() {
-            Ok(words) => return Ok((Payload(Repr::Words(words)), before, after)),
-            Err(keys) => keys,
-        };
-    }
+    let layout = match flip {
+        // Stored as the view's transpose, row-major.
+        Some((r, c)) => {
+            debug_assert_eq!((c, r), (rows, cols));
+            Layout::Columns
+        }
+        None => Layout::Rows,
+    };
+    let (before, after) = if in_order {
+        match rewire::rewire_into_bits32(keys, rows, cols, layout, &w.key, opts, spares) {
+            Ok((words, before, after)) => return Ok((Payload(Repr::Words(words)), before, after)),
+            Err(k) => {
+                keys = k;
+                rewire::rewire_keys_in(&mut keys, rows, cols, layout, &w.key, opts, spares)
+            }
+        }
+    } else {
+        rewire::rewire_keys_in(&mut keys, rows, cols, layout, &w.key, opts, spares)
+    };
     let mut out = vec![0u8; keys.keys.len() * W];
     let (slots, _) = out.as_chunks_mut::<W>();
     if in_order {

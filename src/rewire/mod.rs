@@ -472,33 +472,17 @@ impl Keys {
     /// the keys (no second buffer the size of the tensor), for f32 keys;
     /// other tensors are handed back.
     pub fn into_bits32(mut self) -> std::result::Result<Vec<u32>, Keys> {
-        if self.scalar != Scalar::F32 || self.table.is_some() {
+        if !self.is_plain_f32() {
             return Err(self);
         }
-        let bits = |ks: &mut [u32]| {
-            for k in ks {
-                *k = f32_unkey(*k).to_bits().to_le();
-            }
-        };
-        if self.keys.len() >= PARALLEL_MIN {
-            self.keys.par_chunks_mut(PARALLEL_MIN).for_each(bits);
-        } else {
-            bits(&mut self.keys);
-        }
+        decode_f32(&mut self.keys);
         Ok(self.keys)
     }
 
-    /// Transposes the keys, read as a row-major `rows x cols` matrix.
-    pub fn transpose(&mut self, rows: usize, cols: usize) {
-        self.transpose_in(rows, cols, &Spares::default());
-    }
-
-    /// [`Keys::transpose`] into a buffer from `spares`, to which the old
-    /// one goes back.
-    pub fn transpose_in(&mut self, rows: usize, cols: usize, spares: &Spares) {
-        let mut t = spares.words(self.keys.len());
-        transpose(&self.keys, rows, cols, &mut t);
-        spares.keep_words(std::mem::replace(&mut self.keys, t));
+    /// Whether the keys are f32 values' own keys, so that each gives back
+    /// its element's bits by [`f32_unkey`] alone.
+    fn is_plain_f32(&self) -> bool {
+        self.scalar == Scalar::F32 && self.table.is_none()
     }
 
     /// Row and column strengths of the keys as a row-major matrix.
@@ -1099,10 +1083,25 @@ fn pass_keys(
     );
 }
 
+/// f32 keys to their values' bits (little-endian words), in place.
+fn decode_f32(keys: &mut [u32]) {
+    let bits = |ks: &mut [u32]| {
+        for k in ks {
+            *k = f32_unkey(*k).to_bits().to_le();
+        }
+    };
+    if keys.len() >= PARALLEL_MIN {
+        keys.par_chunks_mut(PARALLEL_MIN).for_each(bits);
+    } else {
+        bits(keys);
+    }
+}
+
 /// Transpose of a row-major `rows x cols` matrix of keys into `dst`, in
 /// tiles of 32 x 32 that keep both sides in cache; with AVX2, full tiles
-/// move as 8 x 8 blocks of registers.
-fn transpose(src: &[u32], rows: usize, cols: usize, dst: &mut Vec<u32>) {
+/// move as 8 x 8 blocks of registers. With `decode`, f32 keys become their
+/// values' bits on the way (see [`decode_f32`]).
+fn transpose(src: &[u32], rows: usize, cols: usize, dst: &mut Vec<u32>, decode: bool) {
     assert_eq!(src.len(), rows * cols);
     // Every element is written below; the buffer is only sized.
     dst.resize(src.len(), 0);
@@ -1111,7 +1110,8 @@ fn transpose(src: &[u32], rows: usize, cols: usize, dst: &mut Vec<u32>) {
     }
     // Each band of TILE rows of dst (TILE columns of src) is independent;
     // bands run on both cores when the matrix is large enough to pay for it.
-    let band = |(b, out): (usize, &mut [u32])| transpose_band(src, rows, cols, b * TILE, out);
+    let band =
+        |(b, out): (usize, &mut [u32])| transpose_band(src, rows, cols, b * TILE, out, decode);
     if src.len() >= PARALLEL_MIN {
         dst.par_chunks_mut(TILE * rows).enumerate().for_each(band);
     } else {
@@ -1125,7 +1125,7 @@ const PARALLEL_MIN: usize = 1 << 16;
 
 /// Columns `j0..j0 + TILE` of `src` into `out`, rows `j0..` of the
 /// transpose.
-fn transpose_band(src: &[u32], rows: usize, cols: usize, j0: usize, out: &mut [u32]) {
+fn transpose_band(src: &[u32], rows: usize, cols: usize, j0: usize, out: &mut [u32], decode: bool) {
     #[cfg(target_arch = "x86_64")]
     let avx2 = simd::avx2();
     let j1 = (j0 + TILE).min(cols);
@@ -1135,12 +1135,17 @@ fn transpose_band(src: &[u32], rows: usize, cols: usize, j0: usize, out: &mut [u
         if avx2 && i1 - i0 == TILE && j1 - j0 == TILE {
             // SAFETY: the CPU supports AVX2, and the tile lies inside src
             // and, shifted by j0 rows, inside out.
-            unsafe { tile_avx2(src, out, rows, cols, i0, j0) };
+            unsafe { tile_avx2(src, out, rows, cols, i0, j0, decode) };
             continue;
         }
         for i in i0..i1 {
             for j in j0..j1 {
-                out[(j - j0) * rows + i] = src[i * cols + j];
+                let k = src[i * cols + j];
+                out[(j - j0) * rows + i] = if decode {
+                    f32_unkey(k).to_bits().to_le()
+                } else {
+                    k
+                };
             }
         }
     }
@@ -1152,9 +1157,26 @@ const TILE: usize = 32;
 /// `j0` of the transpose.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2(src: &[u32], dst: &mut [u32], rows: usize, cols: usize, i0: usize, j0: usize) {
+unsafe fn tile_avx2(
+    src: &[u32],
+    dst: &mut [u32],
+    rows: usize,
+    cols: usize,
+    i0: usize,
+    j0: usize,
+    decode: bool,
+) {
     use std::arch::x86_64::*;
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    // f32_unkey on eight lanes: a key with its top bit set is a
+    // non-negative value with that bit added, any other is a negative
+    // value's bits inverted. With n = 0 or all ones as the top bit is set
+    // or not, (k ^ n) & (n | 0x7fff_ffff) is the value's bits.
+    let low31 = _mm256_set1_epi32(0x7fff_ffff);
+    let unkey = |k: __m256i| {
+        let n = _mm256_srai_epi32::<31>(_mm256_xor_si256(k, _mm256_set1_epi32(-1)));
+        _mm256_and_si256(_mm256_xor_si256(k, n), _mm256_or_si256(n, low31))
+    };
     for bi in (i0..i0 + TILE).step_by(8) {
         for bj in (j0..j0 + TILE).step_by(8) {
             // Rows bi..bi+8, columns bj..bj+8 of src become rows bj..bj+8,
@@ -1183,44 +1205,88 @@ unsafe fn tile_avx2(src: &[u32], dst: &mut [u32], rows: usize, cols: usize, i0: 
                 _mm256_permute2x128_si256(u3, u7, 0x31),
             ];
             for (k, v) in out.into_iter().enumerate() {
+                let v = if decode { unkey(v) } else { v };
                 _mm256_storeu_si256(d.add((bj - j0 + k) * rows + bi) as *mut __m256i, v);
             }
         }
     }
 }
 
+/// Where the keys of a matrix view lie in their buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Row-major: the view itself.
+    Rows,
+    /// Column-major, i.e. the view's transpose row-major: a weight stored
+    /// as [K, N] whose view has its N outputs as rows (MatMul, Gemm with
+    /// transB = 0).
+    Columns,
+}
+
 /// PA rewiring (section 3, with stabilization first when asked) of the
-/// row-major matrix of keys in `keys`, in place.
+/// `rows x cols` matrix of keys in `keys`, laid out as `layout`, in place;
+/// with `decode`, f32 keys end as their elements' bits. Returns the
+/// strengths before and after.
+///
+/// Pass 2 runs on the transpose, so a row-major matrix is transposed twice
+/// and a column-major one only once: its first transpose makes the rows
+/// pass 1 needs, and pass 2's result is already in its layout.
+#[allow(clippy::too_many_arguments)]
 fn rewire_matrix(
     keys: &mut Vec<u32>,
     rows: usize,
     cols: usize,
+    layout: Layout,
+    decode: bool,
     opts: &Options,
     seed: &[u8; 32],
     values: Values,
     ws: &mut Workspace,
-) -> Option<Strength> {
+) -> (Strength, Strength) {
+    let value = |&k: &u32| values.get(k);
+    let mut b = std::mem::take(&mut ws.b);
+    // `m` holds the view row-major, `t` will hold its transpose.
+    let (m, t) = match layout {
+        Layout::Rows => (&mut *keys, &mut b),
+        Layout::Columns => {
+            transpose(keys, cols, rows, &mut b, false);
+            (&mut b, &mut *keys)
+        }
+    };
+    let before = strength_by(m, rows, cols, value);
     if opts.stabilize > 0 {
         let mut rng = ChaCha8Rng::from_seed(*seed);
         rng.set_stream(u64::MAX);
-        stabilize_by(keys, rows, cols, opts.stabilize, &mut rng, |&k| {
-            values.get(k)
-        });
+        stabilize_by(m, rows, cols, opts.stabilize, &mut rng, value);
     }
-    let mut b = std::mem::take(&mut ws.b);
-    pass_keys(keys, rows, cols, opts.method, seed, 1, values, ws);
+    // A single row or column admits no rearrangement (see `pass_keys`), so
+    // only stabilization can have changed anything.
+    let unchanged = (rows < 2 || cols < 2).then(|| {
+        if opts.stabilize > 0 {
+            strength_by(m, rows, cols, value)
+        } else {
+            before
+        }
+    });
+    pass_keys(m, rows, cols, opts.method, seed, 1, values, ws);
     // Pass 2 permutes within the columns that pass 1 summed, so these are
     // the final column strengths; pass 2's own sums are the final row
     // strengths. That saves a sweep over the result.
     let col = std::mem::take(&mut ws.acc);
-    transpose(keys, rows, cols, &mut b);
-    pass_keys(&mut b, cols, rows, opts.method, seed, 2, values, ws);
-    transpose(&b, cols, rows, keys);
-    ws.b = b;
-    (rows >= 2 && cols >= 2).then(|| Strength {
+    transpose(m, rows, cols, t, false);
+    pass_keys(t, cols, rows, opts.method, seed, 2, values, ws);
+    let after = unchanged.unwrap_or_else(|| Strength {
         row_std: std_dev(&ws.acc),
         col_std: std_dev(&col),
-    })
+    });
+    match layout {
+        // The last transpose makes the bits as it goes.
+        Layout::Rows => transpose(t, cols, rows, m, decode),
+        Layout::Columns if decode => decode_f32(t),
+        Layout::Columns => {}
+    }
+    ws.b = b;
+    (before, after)
 }
 
 /// Rewires the keys of a tensor's matrix view (row-major, `rows x cols`) in
@@ -1233,15 +1299,59 @@ pub fn rewire_keys(
     key: &str,
     opts: &Options,
 ) -> (Strength, Strength) {
-    rewire_keys_in(keys, rows, cols, key, opts, &Spares::default())
+    rewire_keys_in(
+        keys,
+        rows,
+        cols,
+        Layout::Rows,
+        key,
+        opts,
+        &Spares::default(),
+    )
 }
 
-/// [`rewire_keys`] with its buffers taken from, and given back to,
-/// `spares`.
+/// [`rewire_keys`] for keys laid out as `layout`, which they keep, with
+/// the buffers taken from, and given back to, `spares`.
 pub fn rewire_keys_in(
     keys: &mut Keys,
     rows: usize,
     cols: usize,
+    layout: Layout,
+    key: &str,
+    opts: &Options,
+    spares: &Spares,
+) -> (Strength, Strength) {
+    rewire_in(keys, rows, cols, layout, false, key, opts, spares)
+}
+
+/// [`rewire_keys_in`] for keys of f32 values (as [`Keys::from_f32_le`]
+/// makes), handing back the new elements' bits as [`Keys::into_bits32`]
+/// does: they are made in the last sweep over the matrix rather than in
+/// one of their own. Other keys come back untouched in `Err`.
+#[allow(clippy::type_complexity)]
+pub fn rewire_into_bits32(
+    mut keys: Keys,
+    rows: usize,
+    cols: usize,
+    layout: Layout,
+    key: &str,
+    opts: &Options,
+    spares: &Spares,
+) -> std::result::Result<(Vec<u32>, Strength, Strength), Keys> {
+    if !keys.is_plain_f32() {
+        return Err(keys);
+    }
+    let (before, after) = rewire_in(&mut keys, rows, cols, layout, true, key, opts, spares);
+    Ok((keys.keys, before, after))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rewire_in(
+    keys: &mut Keys,
+    rows: usize,
+    cols: usize,
+    layout: Layout,
+    decode: bool,
     key: &str,
     opts: &Options,
     spares: &Spares,
@@ -1251,14 +1361,16 @@ pub fn rewire_keys_in(
     // from outside it, every fork would also be a hand-over from this
     // thread to a pool thread and back, so the whole job moves in first.
     rayon::scope(|_| {
-        let before = keys.strength(rows, cols);
         let seed = tensor_seed(opts.seed, key);
         let mut ws = spares.take(rows * cols);
         let mut k = std::mem::take(&mut keys.keys);
-        let after = rewire_matrix(&mut k, rows, cols, opts, &seed, keys.values(), &mut ws);
+        let values = keys.values();
+        let out = rewire_matrix(
+            &mut k, rows, cols, layout, decode, opts, &seed, values, &mut ws,
+        );
         spares.keep(ws);
         keys.keys = k;
-        (before, after.unwrap_or_else(|| keys.strength(rows, cols)))
+        out
     })
 }
 
@@ -1306,7 +1418,18 @@ pub fn pa_rewire(
     assert_eq!(vals.len(), rows * cols);
     let mut keys = f64_keys(vals);
     let mut k = std::mem::take(&mut keys.keys);
-    rewire_matrix(&mut k, rows, cols, opts, seed, keys.values(), ws);
+    let values = keys.values();
+    rewire_matrix(
+        &mut k,
+        rows,
+        cols,
+        Layout::Rows,
+        false,
+        opts,
+        seed,
+        values,
+        ws,
+    );
     keys.keys = k;
     write_back(&keys, vals);
 }
@@ -1452,17 +1575,93 @@ mod tests {
                 .map(|x| x.wrapping_mul(2654435761))
                 .collect();
             let mut dst = Vec::new();
-            transpose(&src, rows, cols, &mut dst);
+            transpose(&src, rows, cols, &mut dst, false);
+            let mut bits = Vec::new();
+            transpose(&src, rows, cols, &mut bits, true);
             for i in 0..rows {
                 for j in 0..cols {
+                    let k = src[i * cols + j];
+                    assert_eq!(dst[j * rows + i], k, "{rows}x{cols} at {i},{j}");
+                    // Decoding on the way: full vector tiles and the
+                    // scalar edges alike.
+                    let want = f32_unkey(k).to_bits().to_le();
                     assert_eq!(
-                        dst[j * rows + i],
-                        src[i * cols + j],
-                        "{rows}x{cols} at {i},{j}"
+                        bits[j * rows + i],
+                        want,
+                        "decoded, {rows}x{cols} at {i},{j}"
                     );
                 }
             }
         }
+    }
+
+    /// A column-major matrix (a [K, N] weight) rewired in its own layout
+    /// gives the transpose of its row-major copy rewired, with the same
+    /// strengths; and the bits made during the rewiring are those
+    /// `into_bits32` makes afterwards, in either layout.
+    #[test]
+    fn layouts_and_bits_agree() {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let opts = Options::default();
+        let spares = Spares::default();
+        for (rows, cols) in [(1, 7), (7, 1), (40, 70), (300, 257)] {
+            let vals: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.random::<f32>() - 0.5)
+                .collect();
+            let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+            let mut by_rows = Keys::from_f32_le(&bytes(&vals));
+            let s_rows = rewire_keys(&mut by_rows, rows, cols, "w", &opts);
+            let want = by_rows.into_bits32().ok().unwrap();
+
+            let t: Vec<f32> = (0..cols * rows)
+                .map(|x| vals[(x % rows) * cols + x / rows])
+                .collect();
+            let mut by_cols = Keys::from_f32_le(&bytes(&t));
+            let s_cols = rewire_keys_in(
+                &mut by_cols,
+                rows,
+                cols,
+                Layout::Columns,
+                "w",
+                &opts,
+                &spares,
+            );
+            let mut back = Vec::new();
+            transpose(
+                &by_cols.into_bits32().ok().unwrap(),
+                cols,
+                rows,
+                &mut back,
+                false,
+            );
+            assert_eq!(back, want, "{rows}x{cols}");
+            for (a, b) in [(s_rows.0, s_cols.0), (s_rows.1, s_cols.1)] {
+                assert_eq!(a.row_std.to_bits(), b.row_std.to_bits());
+                assert_eq!(a.col_std.to_bits(), b.col_std.to_bits());
+            }
+
+            for (layout, input) in [(Layout::Rows, &vals), (Layout::Columns, &t)] {
+                let keys = Keys::from_f32_le(&bytes(input));
+                let (bits, b, a) =
+                    rewire_into_bits32(keys, rows, cols, layout, "w", &opts, &spares)
+                        .ok()
+                        .unwrap();
+                let mut k = Keys::from_f32_le(&bytes(input));
+                let (b2, a2) = rewire_keys_in(&mut k, rows, cols, layout, "w", &opts, &spares);
+                assert_eq!(
+                    bits,
+                    k.into_bits32().ok().unwrap(),
+                    "{rows}x{cols} {layout:?}"
+                );
+                assert_eq!(
+                    (b.row_std, b.col_std, a.row_std, a.col_std),
+                    (b2.row_std, b2.col_std, a2.row_std, a2.col_std)
+                );
+            }
+        }
+        let f16 = Keys::encode(Scalar::F16, [0x3c00u64].into_iter());
+        assert!(rewire_into_bits32(f16, 1, 1, Layout::Rows, "w", &opts, &spares).is_err());
     }
 
     #[test]
