@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode};
 use pa_onnx::pipeline::{rewire_file, RewireOptions};
-use pa_onnx::rewire::{rewire_into_bits32, Keys, Layout, Options, Spares};
+use pa_onnx::rewire::{rewire_f32_le, Layout, Options, Spares};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
@@ -30,12 +30,8 @@ fn matrices(c: &mut Criterion) {
         // the first tensor of a run does.
         g.bench_function(format!("{r}x{k}"), |b| {
             b.iter(|| {
-                let keys = Keys::from_f32_le(&vals);
-                let opts = Options::default();
-                let spares = Spares::default();
-                rewire_into_bits32(keys, r, k, Layout::Rows, "w", &opts, &spares)
-                    .ok()
-                    .expect("f32 keys")
+                let (opts, spares) = (Options::default(), Spares::default());
+                rewire_f32_le(&vals, r, k, Layout::Rows, "w", &opts, &spares).expect("finite")
             })
         });
     }

@@ -181,10 +181,21 @@ fn fixed<const W: usize>(
     // walking the view element by element took as long as both passes.
     let flip = rewire::storage_transpose(&w.shape, &w.axes);
     let in_order = view.is_identity() || flip.is_some();
+    let layout = match flip {
+        // Stored as the view's transpose, row-major.
+        Some((r, c)) => {
+            debug_assert_eq!((c, r), (rows, cols));
+            Layout::Columns
+        }
+        None => Layout::Rows,
+    };
+    if in_order && W == 4 && scalar == rewire::Scalar::F32 {
+        let (words, before, after) =
+            rewire::rewire_f32_le(bytes, rows, cols, layout, &w.key, opts, spares).ok_or(())?;
+        return Ok((Payload(Repr::Words(words)), before, after));
+    }
     let (elements, _) = bytes.as_chunks::<W>();
-    let mut keys = if in_order && W == 4 && scalar == rewire::Scalar::F32 {
-        Keys::from_f32_le_in(&bytes, spares.words(elements.len()))
-    } else if in_order {
+    let mut keys = if in_order {
         Keys::encode(scalar, elements.iter().map(word))
     } else {
         Keys::encode(scalar, view.clone().map(|s| word(&elements[s])))
@@ -195,25 +206,8 @@ fn fixed<const W: usize>(
     // The payload can be as large as the tensor (external data is read
     // into memory) and is not needed again: the keys give back every bit.
     drop(bytes);
-    let layout = match flip {
-        // Stored as the view's transpose, row-major.
-        Some((r, c)) => {
-            debug_assert_eq!((c, r), (rows, cols));
-            Layout::Columns
-        }
-        None => Layout::Rows,
-    };
-    let (before, after) = if in_order {
-        match rewire::rewire_into_bits32(keys, rows, cols, layout, &w.key, opts, spares) {
-            Ok((words, before, after)) => return Ok((Payload(Repr::Words(words)), before, after)),
-            Err(k) => {
-                keys = k;
-                rewire::rewire_keys_in(&mut keys, rows, cols, layout, &w.key, opts, spares)
-            }
-        }
-    } else {
-        rewire::rewire_keys_in(&mut keys, rows, cols, layout, &w.key, opts, spares)
-    };
+    let (before, after) =
+        rewire::rewire_keys_in(&mut keys, rows, cols, layout, &w.key, opts, spares);
     let mut out = vec![0u8; keys.keys.len() * W];
     let (slots, _) = out.as_chunks_mut::<W>();
     if in_order {

@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sort::{f32_key, f32_unkey, f64_key, order_columns, sort_keys, sort_values, Scratch};
@@ -199,29 +200,49 @@ fn strength_by<T: Sync>(
     cols: usize,
     value: impl Fn(&T) -> f64 + Sync,
 ) -> Strength {
+    let add = |part: &[T], row: &mut [f64], col: &mut [f64]| {
+        sums(part, &value, row, col);
+        false
+    };
+    sum_rows(rows, cols, items, |s, h| s.split_at(h * cols), add).0
+}
+
+/// Row and column strengths of a row-major `rows x cols` matrix held in
+/// `state`, where `add(part, row_sums, col_sums)` adds a run of whole rows
+/// (and returns a flag, OR-ed over the parts). Large matrices go in two
+/// halves of the rows, split by `split(state, rows_in_first_half)`, on
+/// both cores; two halves whatever the thread count, so that the column
+/// sums are added in the same order every time.
+fn sum_rows<S: Send>(
+    rows: usize,
+    cols: usize,
+    state: S,
+    split: impl FnOnce(S, usize) -> (S, S),
+    add: impl Fn(S, &mut [f64], &mut [f64]) -> bool + Sync,
+) -> (Strength, bool) {
     let mut row = vec![0f64; rows];
     let mut col = vec![0f64; cols];
-    if items.len() >= PARALLEL_MIN && rows >= 2 {
-        // Two halves of the rows, whatever the thread count, so the column
-        // sums are added in the same order every time.
+    let flag = if rows * cols >= PARALLEL_MIN && rows >= 2 {
         let half = rows / 2;
-        let (top, bottom) = items.split_at(half * cols);
+        let (top, bottom) = split(state, half);
         let (row_top, row_bottom) = row.split_at_mut(half);
         let mut col_bottom = vec![0f64; cols];
-        rayon::join(
-            || sums(top, &value, row_top, &mut col),
-            || sums(bottom, &value, row_bottom, &mut col_bottom),
+        let (a, b) = rayon::join(
+            || add(top, row_top, &mut col),
+            || add(bottom, row_bottom, &mut col_bottom),
         );
         for (c, b) in col.iter_mut().zip(&col_bottom) {
             *c += b;
         }
+        a | b
     } else {
-        sums(items, value, &mut row, &mut col);
-    }
-    Strength {
+        add(state, &mut row, &mut col)
+    };
+    let strength = Strength {
         row_std: std_dev(&row),
         col_std: std_dev(&col),
-    }
+    };
+    (strength, flag)
 }
 
 /// Row and column sums (AVX2 or not: see [`exp_row`]).
@@ -426,6 +447,60 @@ impl Keys {
             table: None,
             finite: !infinite,
         }
+    }
+
+    /// [`Keys::from_f32_le_in`] for a row-major `rows x cols` matrix, with
+    /// its strengths (bit for bit those [`Keys::strength`] gives) summed in
+    /// the same sweep, block by block while the values are in cache,
+    /// instead of in a sweep of their own.
+    pub fn from_f32_le_rows_in(
+        bytes: &[u8],
+        buf: Vec<u32>,
+        rows: usize,
+        cols: usize,
+    ) -> (Keys, Strength) {
+        let n = rows * cols;
+        assert_eq!(bytes.len(), 4 * n);
+        let mut keys = buf;
+        keys.clear();
+        keys.reserve_exact(n);
+        let (words, _) = bytes.as_chunks::<4>();
+        let out = &mut keys.spare_capacity_mut()[..n];
+        let add =
+            |(w, o): (&[[u8; 4]], &mut [MaybeUninit<u32>]), row: &mut [f64], col: &mut [f64]| {
+                // Blocks of about 16 KB of rows, encoded and then summed.
+                let block = (4096 / cols.max(1)).max(1);
+                let mut infinite = false;
+                for ((w, o), r) in w
+                    .chunks(block * cols)
+                    .zip(o.chunks_mut(block * cols))
+                    .zip(row.chunks_mut(block))
+                {
+                    infinite |= f32_keys_into(w, o);
+                    sums(w, |x| f32::from_le_bytes(*x) as f64, r, col);
+                }
+                infinite
+            };
+        let (strength, infinite) = sum_rows(
+            rows,
+            cols,
+            (words, out),
+            |(w, o), h| {
+                let ((w0, w1), (o0, o1)) = (w.split_at(h * cols), o.split_at_mut(h * cols));
+                ((w0, o0), (w1, o1))
+            },
+            add,
+        );
+        // SAFETY: every part wrote all of its slots, and the parts cover
+        // the n slots.
+        unsafe { keys.set_len(n) };
+        let keys = Keys {
+            keys,
+            scalar: Scalar::F32,
+            table: None,
+            finite: !infinite,
+        };
+        (keys, strength)
     }
 
     /// Whether every value is finite (rewiring NaN or infinity is
@@ -1226,7 +1301,7 @@ pub enum Layout {
 /// PA rewiring (section 3, with stabilization first when asked) of the
 /// `rows x cols` matrix of keys in `keys`, laid out as `layout`, in place;
 /// with `decode`, f32 keys end as their elements' bits. Returns the
-/// strengths before and after.
+/// strengths before (`known`, where they are) and after.
 ///
 /// Pass 2 runs on the transpose, so a row-major matrix is transposed twice
 /// and a column-major one only once: its first transpose makes the rows
@@ -1241,6 +1316,7 @@ fn rewire_matrix(
     opts: &Options,
     seed: &[u8; 32],
     values: Values,
+    known: Option<Strength>,
     ws: &mut Workspace,
 ) -> (Strength, Strength) {
     let value = |&k: &u32| values.get(k);
@@ -1253,7 +1329,7 @@ fn rewire_matrix(
             (&mut b, &mut *keys)
         }
     };
-    let before = strength_by(m, rows, cols, value);
+    let before = known.unwrap_or_else(|| strength_by(m, rows, cols, value));
     if opts.stabilize > 0 {
         let mut rng = ChaCha8Rng::from_seed(*seed);
         rng.set_stream(u64::MAX);
@@ -1321,28 +1397,47 @@ pub fn rewire_keys_in(
     opts: &Options,
     spares: &Spares,
 ) -> (Strength, Strength) {
-    rewire_in(keys, rows, cols, layout, false, key, opts, spares)
+    rewire_in(keys, rows, cols, layout, false, None, key, opts, spares)
 }
 
-/// [`rewire_keys_in`] for keys of f32 values (as [`Keys::from_f32_le`]
-/// makes), handing back the new elements' bits as [`Keys::into_bits32`]
-/// does: they are made in the last sweep over the matrix rather than in
-/// one of their own. Other keys come back untouched in `Err`.
+/// The whole job of an f32 tensor whose little-endian bytes are `bytes`
+/// (laid out as `layout`): its keys, the strengths before (in the same
+/// sweep, where the layout allows), both passes, and the new elements'
+/// bits as little-endian words, made in the last sweep over the matrix
+/// rather than in one of their own. None, with nothing rewired, when a
+/// value is NaN or infinite. `bytes` is dropped once read: the keys give
+/// back every bit, and external data can be as large as the tensor.
 #[allow(clippy::type_complexity)]
-pub fn rewire_into_bits32(
-    mut keys: Keys,
+pub fn rewire_f32_le<B: AsRef<[u8]> + Send>(
+    bytes: B,
     rows: usize,
     cols: usize,
     layout: Layout,
     key: &str,
     opts: &Options,
     spares: &Spares,
-) -> std::result::Result<(Vec<u32>, Strength, Strength), Keys> {
-    if !keys.is_plain_f32() {
-        return Err(keys);
-    }
-    let (before, after) = rewire_in(&mut keys, rows, cols, layout, true, key, opts, spares);
-    Ok((keys.keys, before, after))
+) -> Option<(Vec<u32>, Strength, Strength)> {
+    let n = rows * cols;
+    // Inside the pool from the start (see `rewire_in`).
+    rayon::scope(|_| {
+        let b = bytes.as_ref();
+        let (mut keys, known) = match layout {
+            Layout::Rows => {
+                let (k, s) = Keys::from_f32_le_rows_in(b, spares.words(n), rows, cols);
+                (k, Some(s))
+            }
+            Layout::Columns => (Keys::from_f32_le_in(b, spares.words(n)), None),
+        };
+        drop(bytes);
+        if !keys.finite() {
+            spares.keep_words(keys.keys);
+            return None;
+        }
+        let (before, after) = rewire_in(
+            &mut keys, rows, cols, layout, true, known, key, opts, spares,
+        );
+        Some((keys.keys, before, after))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1352,6 +1447,7 @@ fn rewire_in(
     cols: usize,
     layout: Layout,
     decode: bool,
+    known: Option<Strength>,
     key: &str,
     opts: &Options,
     spares: &Spares,
@@ -1366,7 +1462,7 @@ fn rewire_in(
         let mut k = std::mem::take(&mut keys.keys);
         let values = keys.values();
         let out = rewire_matrix(
-            &mut k, rows, cols, layout, decode, opts, &seed, values, &mut ws,
+            &mut k, rows, cols, layout, decode, opts, &seed, values, known, &mut ws,
         );
         spares.keep(ws);
         keys.keys = k;
@@ -1428,6 +1524,7 @@ pub fn pa_rewire(
         opts,
         seed,
         values,
+        None,
         ws,
     );
     keys.keys = k;
@@ -1642,11 +1739,8 @@ mod tests {
             }
 
             for (layout, input) in [(Layout::Rows, &vals), (Layout::Columns, &t)] {
-                let keys = Keys::from_f32_le(&bytes(input));
                 let (bits, b, a) =
-                    rewire_into_bits32(keys, rows, cols, layout, "w", &opts, &spares)
-                        .ok()
-                        .unwrap();
+                    rewire_f32_le(bytes(input), rows, cols, layout, "w", &opts, &spares).unwrap();
                 let mut k = Keys::from_f32_le(&bytes(input));
                 let (b2, a2) = rewire_keys_in(&mut k, rows, cols, layout, "w", &opts, &spares);
                 assert_eq!(
@@ -1660,8 +1754,8 @@ mod tests {
                 );
             }
         }
-        let f16 = Keys::encode(Scalar::F16, [0x3c00u64].into_iter());
-        assert!(rewire_into_bits32(f16, 1, 1, Layout::Rows, "w", &opts, &spares).is_err());
+        let nan = [1.0f32, f32::NAN].map(f32::to_le_bytes).concat();
+        assert!(rewire_f32_le(nan, 1, 2, Layout::Rows, "w", &opts, &spares).is_none());
     }
 
     #[test]
@@ -1698,6 +1792,21 @@ mod tests {
             let from_bytes = Keys::from_f32_le(&bytes);
             assert_eq!(from_bytes.keys, keys.keys);
             assert!(from_bytes.finite() && keys.finite());
+            // With the strengths summed while encoding: the same keys, and
+            // the same strengths to the bit, for several row lengths.
+            for cols in [1, 5, n / 5] {
+                let rows = n / cols;
+                let b = &bytes[..4 * rows * cols];
+                let (k, s) = Keys::from_f32_le_rows_in(b, vec![7; 3], rows, cols);
+                assert_eq!(k.keys, keys.keys[..rows * cols]);
+                assert!(k.finite());
+                let want = k.strength(rows, cols);
+                assert_eq!(
+                    (s.row_std.to_bits(), s.col_std.to_bits()),
+                    (want.row_std.to_bits(), want.col_std.to_bits()),
+                    "{rows}x{cols}"
+                );
+            }
             let back = keys.into_bits32().ok().unwrap();
             assert_eq!(
                 back.iter().map(|w| u32::from_le(*w)).collect::<Vec<_>>(),
@@ -1707,6 +1816,9 @@ mod tests {
         for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
             let bytes: Vec<u8> = [1.0f32, bad].iter().flat_map(|v| v.to_le_bytes()).collect();
             assert!(!Keys::from_f32_le(&bytes).finite());
+            assert!(!Keys::from_f32_le_rows_in(&bytes, Vec::new(), 2, 1)
+                .0
+                .finite());
         }
         let f16 = Keys::encode(Scalar::F16, [0x3c00u64].into_iter());
         assert!(f16.into_bits32().is_err());
