@@ -101,12 +101,23 @@ pub fn rewire_tensor_in(
     opts: &Options,
     spares: &Spares,
 ) -> Result<(Payload, TensorReport)> {
+    rewire_finite(model, w, opts, spares)?.ok_or_else(|| non_finite(&model.tensors[w.tensor]))
+}
+
+/// [`rewire_tensor_in`], or None, with nothing rewired, when the weight
+/// holds a NaN or an infinity (found as its values are encoded).
+fn rewire_finite(
+    model: &Model,
+    w: &Weight,
+    opts: &Options,
+    spares: &Spares,
+) -> Result<Option<(Payload, TensorReport)>> {
     let t = &model.tensors[w.tensor];
     let scalar = payload::scalar(t)?;
     let bytes = model.payload(t)?;
     let view = ViewIndices::new(&t.dims, &w.axes);
     let (rows, cols) = (w.rows as usize, w.cols as usize);
-    let (out, before, after) = match payload::elements(t, &bytes)? {
+    let result = match payload::elements(t, &bytes)? {
         payload::Elements::Fixed { width: 2, .. } => {
             fixed::<2>(bytes, scalar, view, w, opts, spares)
         }
@@ -125,7 +136,7 @@ pub fn rewire_tensor_in(
         payload::Elements::Decoded(vals) => {
             let mut keys = Keys::encode(scalar, view.clone().map(|s| vals[s]));
             if !keys.finite() {
-                return Err(non_finite(t));
+                return Ok(None);
             }
             let (before, after) =
                 rewire::rewire_keys_in(&mut keys, rows, cols, Layout::Rows, &w.key, opts, spares);
@@ -138,9 +149,11 @@ pub fn rewire_tensor_in(
                 after,
             ))
         }
-    }
-    .map_err(|()| non_finite(t))?;
-    Ok((
+    };
+    let Ok((out, before, after)) = result else {
+        return Ok(None);
+    };
+    Ok(Some((
         out,
         TensorReport {
             name: w.name.clone(),
@@ -153,7 +166,7 @@ pub fn rewire_tensor_in(
             before,
             after,
         },
-    ))
+    )))
 }
 
 fn non_finite(t: &crate::onnx::Tensor) -> Error {
@@ -223,7 +236,8 @@ fn fixed<const W: usize>(
 }
 
 /// Rewires the weights of one batch in parallel and writes them into
-/// `staged`, returning their report lines by plan index.
+/// `staged`, returning their report lines by plan index (None for a weight
+/// found to hold a NaN or an infinity, left as it was).
 ///
 /// New payloads go to a writer thread, so that the time the kernel takes to
 /// copy them into the file (tens of milliseconds for 10 MB on this VM, more
@@ -239,7 +253,7 @@ fn rewire_batch(
     staged: &Output,
     opts: &RewireOptions,
     spares: &Spares,
-) -> Result<Vec<(usize, TensorReport)>> {
+) -> Result<Vec<(usize, Option<TensorReport>)>> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Payload)>(2);
         let writer = scope.spawn(move || -> Result<()> {
@@ -253,11 +267,19 @@ fn rewire_batch(
             .par_iter()
             .map(|&i| {
                 let w = &plan.weights[i];
-                let (bytes, rep) = rewire_tensor_in(model, w, &opts.rewire, spares)?;
-                // A closed queue means the writer failed; its error is the
-                // one reported.
-                tx.send((w.tensor, bytes))
-                    .map_err(|_| Error::WriterStopped)?;
+                let rep = match rewire_finite(model, w, &opts.rewire, spares)? {
+                    Some((bytes, rep)) => {
+                        // A closed queue means the writer failed; its error
+                        // is the one reported.
+                        tx.send((w.tensor, bytes))
+                            .map_err(|_| Error::WriterStopped)?;
+                        Some(rep)
+                    }
+                    None => {
+                        staged.keep(model, w.tensor)?;
+                        None
+                    }
+                };
                 if let Some(p) = &opts.progress {
                     p(&w.name);
                 }
@@ -270,10 +292,12 @@ fn rewire_batch(
     })
 }
 
-/// Reads and plans `input` with the given selection.
+/// Reads and plans `input` with the given selection. The plan still holds
+/// weights with NaN or infinite values (see [`plan::locate_weights`]);
+/// [`rewire_model`] skips them.
 pub fn plan_file(input: &Path, selection: &Selection) -> Result<(Model, Plan)> {
     let model = Model::open(input)?;
-    let plan = plan::locate(&model)?.select(selection);
+    let plan = plan::locate_weights(&model)?.select(selection);
     Ok((model, plan))
 }
 
@@ -287,7 +311,9 @@ pub fn rewire_file(
     rewire_model(&model, &plan, output, opts)
 }
 
-/// Rewires an already read and planned model.
+/// Rewires an already read and planned model. Weights found to hold a NaN
+/// or an infinity as they are read are left as they are and join the
+/// report's skipped list.
 pub fn rewire_model(
     model: &Model,
     plan: &Plan,
@@ -299,7 +325,7 @@ pub fn rewire_model(
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let tensors: Vec<TensorReport>;
+    let results: Vec<(usize, Option<TensorReport>)>;
     let mut output_info = None;
     let input_hash = || {
         if opts.hashes {
@@ -314,10 +340,11 @@ pub fn rewire_model(
     if let Some(out) = output {
         let indices: Vec<usize> = plan.weights.iter().map(|w| w.tensor).collect();
         let staged = Output::create(model, out, &indices, opts.write)?;
-        let mut results = Vec::new();
+        let mut done = Vec::new();
         for batch in batches(model, plan, budget) {
-            results.extend(rewire_batch(model, plan, &batch, &staged, opts, &spares)?);
+            done.extend(rewire_batch(model, plan, &batch, &staged, opts, &spares)?);
         }
+        results = done;
         // Both digests at the end, side by side: hashing the input during
         // the rewiring took a core from it, and the output's digest can
         // only start once every payload is written.
@@ -325,8 +352,6 @@ pub fn rewire_model(
             opts.hashes.then(|| staged.model_sha256()).transpose()
         });
         input_sha = in_sha;
-        results.sort_by_key(|(i, _)| *i);
-        tensors = results.into_iter().map(|(_, r)| r).collect();
         staged.commit()?;
         output_info = Some(FileInfo {
             path: out.display().to_string(),
@@ -335,23 +360,47 @@ pub fn rewire_model(
     } else {
         input_sha = input_hash();
         // A dry run still computes what rewiring would achieve.
-        let mut results = Vec::new();
+        let mut done = Vec::new();
         for batch in batches(model, plan, budget) {
             let part = batch
                 .par_iter()
                 .map(|&i| {
-                    rewire_tensor_in(model, &plan.weights[i], &opts.rewire, &spares).map(
-                        |(bytes, r)| {
+                    let r = rewire_finite(model, &plan.weights[i], &opts.rewire, &spares)?;
+                    Ok((
+                        i,
+                        r.map(|(bytes, r)| {
                             bytes.recycle(&spares);
-                            (i, r)
-                        },
-                    )
+                            r
+                        }),
+                    ))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            results.extend(part);
+            done.extend(part);
         }
-        results.sort_by_key(|(i, _)| *i);
-        tensors = results.into_iter().map(|(_, r)| r).collect();
+        results = done;
+    }
+    let mut tensors = Vec::with_capacity(results.len());
+    let mut found = Vec::new();
+    for (i, r) in results {
+        match r {
+            Some(r) => tensors.push((i, r)),
+            None => found.push(plan::Skipped::non_finite(&plan.weights[i])),
+        }
+    }
+    tensors.sort_by_key(|(i, _)| *i);
+    let tensors: Vec<TensorReport> = tensors.into_iter().map(|(_, r)| r).collect();
+    // Where `plan::locate` puts them: among the weights it skips, in file
+    // order, ahead of those the selection left out.
+    let mut skipped = plan.skipped.clone();
+    if !found.is_empty() {
+        let cut = skipped
+            .iter()
+            .position(|s| s.kind == plan::SkipKind::Deselected)
+            .unwrap_or(skipped.len());
+        let deselected = skipped.split_off(cut);
+        skipped.extend(found);
+        skipped.sort_by_key(|s| s.tensor);
+        skipped.extend(deselected);
     }
     Ok(RewireReport {
         pa_onnx_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -366,6 +415,6 @@ pub fn rewire_model(
         output: output_info,
         totals: Totals::from_tensors(&tensors),
         tensors,
-        skipped: plan.skipped.clone(),
+        skipped,
     })
 }

@@ -85,6 +85,19 @@ pub struct Skipped {
     pub reason: String,
 }
 
+impl Skipped {
+    /// The entry of a weight holding a NaN or an infinity (rewiring it is
+    /// meaningless: its strengths would be NaN).
+    pub fn non_finite(w: &Weight) -> Skipped {
+        Skipped {
+            tensor: w.tensor,
+            name: w.name.clone(),
+            kind: SkipKind::NonFinite,
+            reason: "contains NaN or infinite values".into(),
+        }
+    }
+}
+
 /// The result of locating: what will be rewired and what will not.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Plan {
@@ -481,8 +494,19 @@ fn shared_external_bytes(model: &Model) -> HashMap<usize, usize> {
     shared
 }
 
-/// Locates every dense and convolution weight of `model`.
+/// Locates every dense and convolution weight of `model`, and moves those
+/// holding a NaN or an infinity to the skipped list.
 pub fn locate(model: &Model) -> Result<Plan> {
+    let mut plan = locate_weights(model)?;
+    skip_non_finite(model, &mut plan)?;
+    Ok(plan)
+}
+
+/// [`locate`] without reading the weights' values: NaN and infinite
+/// weights stay in the plan. Rewiring finds them as it encodes each weight
+/// and skips them then (see [`crate::pipeline::rewire_model`]), which
+/// saves reading every weight twice.
+pub fn locate_weights(model: &Model) -> Result<Plan> {
     let scopes = build_scopes(model);
     let functions = model
         .graphs
@@ -633,7 +657,6 @@ pub fn locate(model: &Model) -> Result<Plan> {
             storage: t.storage.kind().to_string(),
         });
     }
-    skip_non_finite(model, &mut plan)?;
     Ok(plan)
 }
 
@@ -657,12 +680,7 @@ fn skip_non_finite(model: &Model, plan: &mut Plan) -> Result<()> {
         if ok? {
             kept.push(w);
         } else {
-            plan.skipped.push(Skipped {
-                tensor: w.tensor,
-                name: w.name,
-                kind: SkipKind::NonFinite,
-                reason: "contains NaN or infinite values".into(),
-            });
+            plan.skipped.push(Skipped::non_finite(&w));
         }
     }
     plan.weights = kept;

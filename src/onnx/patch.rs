@@ -152,6 +152,19 @@ impl Output {
         })
     }
 
+    /// Leaves tensor `index`'s payload as the input has it: for a tensor
+    /// that [`Output::create`] was told would be replaced and that was not
+    /// after all (one found to hold a NaN as it was read).
+    pub fn keep(&self, model: &Model, index: usize) -> Result<()> {
+        match &model.tensors[index].storage {
+            Storage::Raw(r) | Storage::Packed { range: r, .. } => {
+                self.write(model, index, &model.bytes[r.clone()])
+            }
+            // External files are copied whole; nothing else has a payload.
+            _ => Ok(()),
+        }
+    }
+
     /// Writes the new payload of tensor `index`; it must have exactly the
     /// length of the old one. Safe to call from several threads at once.
     pub fn write(&self, model: &Model, index: usize, payload: &[u8]) -> Result<()> {

@@ -585,6 +585,73 @@ fn nan_and_inf_weights_are_skipped_with_a_reason() {
     }
 }
 
+/// Rewiring reads each weight's values once, so it meets a NaN or an
+/// infinity only as it encodes that weight (the plan of a rewire does not
+/// read values). Such a weight must still come out byte for byte as it
+/// went in, next to a weight that is rewired, in every storage, and be
+/// listed as skipped with its reason, in a dry run too.
+#[test]
+fn a_non_finite_weight_found_while_rewiring_is_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = kaiming(16, 4, 3);
+    bad[6] = f32::NAN;
+    bad[9] = f32::INFINITY;
+    let good = kaiming(16, 4, 4);
+    std::fs::write(dir.path().join("w.bin"), f32_bytes(&bad)).unwrap();
+    let storages: Vec<(&str, Msg)> = vec![
+        ("raw_data", tensor_f32("w1", &[4, 4], &bad)),
+        ("float_data", tensor_float_data("w1", &[4, 4], &bad)),
+        ("f16 int32_data", tensor_f16_int32("w1", &[4, 4], &bad)),
+        (
+            "external",
+            tensor_external("w1", FLOAT, &[4, 4], "w.bin", 0, 64),
+        ),
+    ];
+    for (label, w1) in storages {
+        let gemm = |name: &str, x: &str, w: &str, y: &str| {
+            node("Gemm", name, &[x, w], &[y], vec![attr_int("transB", 1)])
+        };
+        let bytes = graph_model(
+            vec![gemm("fc1", "x", "w1", "h"), gemm("fc2", "h", "w2", "y")],
+            vec![w1, tensor_f32("w2", &[4, 4], &good)],
+            vec![value_info("x", FLOAT, &[1, 4])],
+            vec![value_info("y", FLOAT, &[1, 4])],
+        );
+        let input = write_temp(dir.path(), "in.onnx", &bytes);
+        let output = dir.path().join("out").join("out.onnx");
+        std::fs::create_dir_all(output.parent().unwrap()).unwrap();
+        for out in [Some(output.as_path()), None] {
+            let report = rewire_file(&input, out, &RewireOptions::default()).unwrap();
+            let names: Vec<&str> = report.tensors.iter().map(|t| t.name.as_str()).collect();
+            assert_eq!(names, ["w2"], "{label}");
+            let s = report.skipped.iter().find(|s| s.name == "w1").unwrap();
+            assert_eq!(s.kind, SkipKind::NonFinite, "{label}");
+            assert!(
+                s.reason.contains("NaN or infinite"),
+                "{label}: {}",
+                s.reason
+            );
+        }
+        let cmp = compare_files(&input, &output).unwrap();
+        assert!(cmp.passed(), "{label}: {:?}", cmp.differences);
+        let (a, b) = (Model::open(&input).unwrap(), Model::open(&output).unwrap());
+        assert_eq!(
+            payload_of(&a, "w1"),
+            payload_of(&b, "w1"),
+            "{label}: touched"
+        );
+        assert_ne!(
+            payload_of(&a, "w2"),
+            payload_of(&b, "w2"),
+            "{label}: not rewired"
+        );
+        if label == "external" {
+            let copied = std::fs::read(output.parent().unwrap().join("w.bin")).unwrap();
+            assert_eq!(copied, f32_bytes(&bad), "{label}: external file");
+        }
+    }
+}
+
 #[test]
 fn zero_size_weights_are_skipped() {
     for dims in [[0u64, 4], [4, 0], [0, 0]] {
