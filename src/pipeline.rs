@@ -190,12 +190,12 @@ fn fixed<const W: usize>(
         u64::from_le_bytes(b)
     };
     // A view that is the storage matrix transposed (a MatMul or Gemm
-    // weight stored as [K, N]) is made by transposing the keys in tiles:
-    // walking the view element by element took as long as both passes.
+    // weight stored as [K, N]) keeps its keys in storage order and is
+    // rewired in that layout: walking the view element by element took as
+    // long as both passes.
     let flip = rewire::storage_transpose(&w.shape, &w.axes);
     let in_order = view.is_identity() || flip.is_some();
     let layout = match flip {
-        // Stored as the view's transpose, row-major.
         Some((r, c)) => {
             debug_assert_eq!((c, r), (rows, cols));
             Layout::Columns

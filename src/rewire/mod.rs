@@ -470,10 +470,11 @@ impl Keys {
             |(w, o): (&[[u8; 4]], &mut [MaybeUninit<u32>]), row: &mut [f64], col: &mut [f64]| {
                 // Blocks of about 16 KB of rows, encoded and then summed.
                 let block = (4096 / cols.max(1)).max(1);
+                let len = (block * cols).max(1);
                 let mut infinite = false;
                 for ((w, o), r) in w
-                    .chunks(block * cols)
-                    .zip(o.chunks_mut(block * cols))
+                    .chunks(len)
+                    .zip(o.chunks_mut(len))
                     .zip(row.chunks_mut(block))
                 {
                     infinite |= f32_keys_into(w, o);
@@ -1820,6 +1821,9 @@ mod tests {
                 .0
                 .finite());
         }
+        // Rows without columns: no keys, and no panic.
+        let (empty, _) = Keys::from_f32_le_rows_in(&[], Vec::new(), 3, 0);
+        assert!(empty.keys.is_empty() && empty.finite());
         let f16 = Keys::encode(Scalar::F16, [0x3c00u64].into_iter());
         assert!(f16.into_bits32().is_err());
     }
