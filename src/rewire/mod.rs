@@ -1159,11 +1159,17 @@ fn pass_keys(
     );
 }
 
+/// An f32 key's value as its bits, a little-endian word.
+#[inline]
+fn key_to_le_bits(k: u32) -> u32 {
+    f32_unkey(k).to_bits().to_le()
+}
+
 /// f32 keys to their values' bits (little-endian words), in place.
 fn decode_f32(keys: &mut [u32]) {
     let bits = |ks: &mut [u32]| {
         for k in ks {
-            *k = f32_unkey(*k).to_bits().to_le();
+            *k = key_to_le_bits(*k);
         }
     };
     if keys.len() >= PARALLEL_MIN {
@@ -1217,11 +1223,7 @@ fn transpose_band(src: &[u32], rows: usize, cols: usize, j0: usize, out: &mut [u
         for i in i0..i1 {
             for j in j0..j1 {
                 let k = src[i * cols + j];
-                out[(j - j0) * rows + i] = if decode {
-                    f32_unkey(k).to_bits().to_le()
-                } else {
-                    k
-                };
+                out[(j - j0) * rows + i] = if decode { key_to_le_bits(k) } else { k };
             }
         }
     }
@@ -1244,7 +1246,7 @@ unsafe fn tile_avx2(
 ) {
     use std::arch::x86_64::*;
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-    // f32_unkey on eight lanes: a key with its top bit set is a
+    // key_to_le_bits on eight lanes: a key with its top bit set is a
     // non-negative value with that bit added, any other is a negative
     // value's bits inverted. With n = 0 or all ones as the top bit is set
     // or not, (k ^ n) & (n | 0x7fff_ffff) is the value's bits.
@@ -1398,7 +1400,8 @@ pub fn rewire_keys_in(
     opts: &Options,
     spares: &Spares,
 ) -> (Strength, Strength) {
-    rewire_in(keys, rows, cols, layout, false, None, key, opts, spares)
+    // Inside the pool from the start (see `rewire_in`).
+    rayon::scope(|_| rewire_in(keys, rows, cols, layout, false, None, key, opts, spares))
 }
 
 /// The whole job of an f32 tensor whose little-endian bytes are `bytes`
@@ -1419,7 +1422,8 @@ pub fn rewire_f32_le<B: AsRef<[u8]> + Send>(
     spares: &Spares,
 ) -> Option<(Vec<u32>, Strength, Strength)> {
     let n = rows * cols;
-    // Inside the pool from the start (see `rewire_in`).
+    // Inside the pool from the start (see `rewire_in`): the keys' sweep
+    // forks too.
     rayon::scope(|_| {
         let b = bytes.as_ref();
         let (mut keys, known) = match layout {
@@ -1441,6 +1445,10 @@ pub fn rewire_f32_le<B: AsRef<[u8]> + Send>(
     })
 }
 
+/// The common part of [`rewire_keys_in`] and [`rewire_f32_le`], which call
+/// it inside the thread pool: each pass, transpose and sum is a fork into
+/// it, and called from outside, every fork would also be a hand-over from
+/// the caller's thread to a pool thread and back.
 #[allow(clippy::too_many_arguments)]
 fn rewire_in(
     keys: &mut Keys,
@@ -1454,21 +1462,16 @@ fn rewire_in(
     spares: &Spares,
 ) -> (Strength, Strength) {
     assert_eq!(keys.keys.len(), rows * cols);
-    // Each pass, transpose and sum is a fork into the thread pool; called
-    // from outside it, every fork would also be a hand-over from this
-    // thread to a pool thread and back, so the whole job moves in first.
-    rayon::scope(|_| {
-        let seed = tensor_seed(opts.seed, key);
-        let mut ws = spares.take(rows * cols);
-        let mut k = std::mem::take(&mut keys.keys);
-        let values = keys.values();
-        let out = rewire_matrix(
-            &mut k, rows, cols, layout, decode, opts, &seed, values, known, &mut ws,
-        );
-        spares.keep(ws);
-        keys.keys = k;
-        out
-    })
+    let seed = tensor_seed(opts.seed, key);
+    let mut ws = spares.take(rows * cols);
+    let mut k = std::mem::take(&mut keys.keys);
+    let values = keys.values();
+    let out = rewire_matrix(
+        &mut k, rows, cols, layout, decode, opts, &seed, values, known, &mut ws,
+    );
+    spares.keep(ws);
+    keys.keys = k;
+    out
 }
 
 /// Keys of f64 values, and the way back.
@@ -1682,7 +1685,7 @@ mod tests {
                     assert_eq!(dst[j * rows + i], k, "{rows}x{cols} at {i},{j}");
                     // Decoding on the way: full vector tiles and the
                     // scalar edges alike.
-                    let want = f32_unkey(k).to_bits().to_le();
+                    let want = key_to_le_bits(k);
                     assert_eq!(
                         bits[j * rows + i],
                         want,

@@ -10,8 +10,9 @@
 //! fit the network. Each split writes its left part into the other buffer
 //! and gathers its right part in its own, behind the items it has read,
 //! with whole-vector stores (masked ones took 5% longer on rows of
-//! 1000-4608), and copies the right part over at the end. On rows of 128 to 4608 random keys this takes 0.9 to 2.5 ns
-//! per item, against 4 to 6 ns for the radix sort in [`super::sort`].
+//! 1000-4608), and copies the right part over at the end. On rows of 128
+//! to 4608 random keys this takes 0.9 to 2.5 ns per item, against 4 to 6
+//! ns for the radix sort in [`super::sort`].
 //!
 //! Sorting is fully determined by the items (equal u32s are
 //! indistinguishable), so which sorter ran never shows in the output.
