@@ -123,59 +123,12 @@ fn blocks16(key: &[u32; 8], stream: u64, first: u64, out: &mut [u32]) {
     }
     x[12] = _mm512_add_epi32(x[12], lo);
     x[13] = _mm512_add_epi32(x[13], hi);
-    // Transpose so that each block's words are contiguous: the step with
-    // distance h swaps bit h of the register number with bit h of the
-    // lane number, and the four steps together swap them all. (Constant
-    // distances, so that every register index is known at compile time
-    // and the matrix stays in registers.)
-    swap_step::<8>(&mut x);
-    swap_step::<4>(&mut x);
-    swap_step::<2>(&mut x);
-    swap_step::<1>(&mut x);
+    // Transpose so that each block's words are contiguous.
+    // SAFETY: the CPU supports AVX-512F (this function's target feature).
+    unsafe { super::simd::transpose16::<false>(&mut x) };
     for (block, v) in out.chunks_exact_mut(16).zip(&x) {
         // SAFETY: each chunk holds 16 u32s; unaligned stores are allowed.
         unsafe { _mm512_storeu_si512(block.as_mut_ptr().cast(), *v) };
-    }
-}
-
-/// One transpose step of distance `H` over the pairs of registers
-/// (a = r, b = r + H): the new r keeps a's lanes whose bit H is 0 and takes
-/// b's lanes H below for the others; the new r + H takes a's lanes H above
-/// where bit H is 0 and keeps b's where it is 1.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn swap_step<const H: usize>(x: &mut [__m512i; 16]) {
-    let (keep, take) = swap_indices(H);
-    for r in 0..16 {
-        if r & H == 0 {
-            let (a, b) = (x[r], x[r + H]);
-            x[r] = _mm512_permutex2var_epi32(a, keep, b);
-            x[r + H] = _mm512_permutex2var_epi32(a, take, b);
-        }
-    }
-}
-
-/// The two permutations of [`swap_step`] with distance `h`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn swap_indices(h: usize) -> (__m512i, __m512i) {
-    let mut keep = [0i32; 16];
-    let mut take = [0i32; 16];
-    for c in 0..16 {
-        if c & h == 0 {
-            keep[c] = c as i32;
-            take[c] = (c + h) as i32;
-        } else {
-            keep[c] = (16 + c - h) as i32;
-            take[c] = (16 + c) as i32;
-        }
-    }
-    // SAFETY: both arrays hold 16 i32s; unaligned loads are allowed.
-    unsafe {
-        (
-            _mm512_loadu_si512(keep.as_ptr().cast()),
-            _mm512_loadu_si512(take.as_ptr().cast()),
-        )
     }
 }
 

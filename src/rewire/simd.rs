@@ -409,7 +409,8 @@ unsafe fn bitonic<const R: usize>(v: &mut [__m512i; R]) {
 ///
 /// With 16 registers each column becomes a register, ascending in even
 /// registers and descending in odd ones, as after the merge of S = 16:
-/// about 190 instructions where the lane stages take 640. With 8, each
+/// about 190 instructions where the lane stages take 640 (the transpose is
+/// [`transpose16`], which the ChaCha keystream uses too). With 8, each
 /// register gets two columns, the second reversed, as after S = 8: about
 /// 60 instructions where the lane stages take 192.
 #[cfg(target_arch = "x86_64")]
@@ -445,9 +446,16 @@ unsafe fn columns_then_rows<const R: usize>(v: &mut [__m512i; R]) {
         exchange!((2, 4)(3, 5));
         exchange!((1, 2)(3, 4)(5, 6));
     }
-    // Interleave 32-bit lanes of pairs of rows, then 64-bit pairs of
-    // those: 128-bit block q of u[4g + m] is then column 4q + m of rows
-    // 4g..4g + 4.
+    if R == 16 {
+        // Each column becomes a register; odd ones are reversed.
+        let v16 = <&mut [__m512i; 16]>::try_from(&mut v[..]).expect("R is 16");
+        transpose16::<true>(v16);
+        return;
+    }
+    // Eight registers: interleave 32-bit lanes of pairs of rows, then
+    // 64-bit pairs of those: 128-bit block q of u[4g + m] is then column
+    // 4q + m of rows 4g..4g + 4, and column 4q + m is block q of u[m] then
+    // block q of u[4 + m].
     let mut u = [_mm512_setzero_si512(); R];
     for g in (0..R).step_by(4) {
         let (t0, t1) = (
@@ -464,53 +472,104 @@ unsafe fn columns_then_rows<const R: usize>(v: &mut [__m512i; R]) {
         u[g + 3] = _mm512_unpackhi_epi64(t1, t3);
     }
     let idx = |i: &[i32; 16]| _mm512_loadu_si512(i.as_ptr() as *const _);
-    if R == 16 {
-        // Two rounds of block shuffles gather each column's four blocks;
-        // the odd columns' last shuffle is a permute that also reverses.
-        let (even, odd) = (idx(&GATHER_EVEN), idx(&GATHER_ODD_REVERSED));
-        for m in 0..4 {
-            let w0 = _mm512_shuffle_i32x4::<0b10_00_10_00>(u[m], u[4 + m]);
-            let w1 = _mm512_shuffle_i32x4::<0b11_01_11_01>(u[m], u[4 + m]);
-            let w2 = _mm512_shuffle_i32x4::<0b10_00_10_00>(u[8 + m], u[12 + m]);
-            let w3 = _mm512_shuffle_i32x4::<0b11_01_11_01>(u[8 + m], u[12 + m]);
-            // Columns m, 4 + m, 8 + m and 12 + m: which register holds
-            // which column does not matter.
-            v[2 * m] = _mm512_permutex2var_epi32(w0, even, w2);
-            v[2 * m + 1] = _mm512_permutex2var_epi32(w0, odd, w2);
-            v[8 + 2 * m] = _mm512_permutex2var_epi32(w1, even, w3);
-            v[8 + 2 * m + 1] = _mm512_permutex2var_epi32(w1, odd, w3);
-        }
+    let (first, second) = (idx(&PAIR_FIRST), idx(&PAIR_SECOND));
+    for m in 0..4 {
+        v[2 * m] = _mm512_permutex2var_epi32(u[m], first, u[4 + m]);
+        v[2 * m + 1] = _mm512_permutex2var_epi32(u[m], second, u[4 + m]);
+    }
+}
+
+/// Transposes the 16 x 16 matrix of u32 lanes in `x`: lane c of register
+/// r goes to lane r of register c, and with `REVERSE_ODD` the odd
+/// registers come out with their lanes reversed (at no cost: the last
+/// step's permute does it). The step of distance h swaps bit h of the
+/// register number with bit h of the lane number, and the four steps
+/// together swap them all. (Constant distances, so that every register
+/// index is known at compile time and the matrix stays in registers.)
+///
+/// # Safety
+///
+/// The CPU supports AVX-512F; the caller is compiled for it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn transpose16<const REVERSE_ODD: bool>(x: &mut [__m512i; 16]) {
+    swap_step::<8>(x, &SWAP_TAKE[0]);
+    swap_step::<4>(x, &SWAP_TAKE[1]);
+    swap_step::<2>(x, &SWAP_TAKE[2]);
+    let last = if REVERSE_ODD {
+        &SWAP_TAKE_REVERSED
     } else {
-        // Column 4q + m is block q of u[m] then block q of u[4 + m].
-        let (first, second) = (idx(&PAIR_FIRST), idx(&PAIR_SECOND));
-        for m in 0..4 {
-            v[2 * m] = _mm512_permutex2var_epi32(u[m], first, u[4 + m]);
-            v[2 * m + 1] = _mm512_permutex2var_epi32(u[m], second, u[4 + m]);
+        &SWAP_TAKE[3]
+    };
+    swap_step::<1>(x, last);
+}
+
+/// One step of [`transpose16`] over the pairs of registers (a = r,
+/// b = r + H): the new r keeps a's lanes whose bit H is 0 and takes b's
+/// lanes H below for the others; the new r + H takes a's lanes H above
+/// where bit H is 0 and keeps b's where it is 1 (`take` gives those
+/// lanes).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn swap_step<const H: usize>(x: &mut [__m512i; 16], take: &[i32; 16]) {
+    let load = |i: &[i32; 16]| _mm512_loadu_si512(i.as_ptr() as *const _);
+    let keep = load(&SWAP_KEEP[H.trailing_zeros() as usize]);
+    let take = load(take);
+    for r in 0..16 {
+        if r & H == 0 {
+            let (a, b) = (x[r], x[r + H]);
+            x[r] = _mm512_permutex2var_epi32(a, keep, b);
+            x[r + H] = _mm512_permutex2var_epi32(a, take, b);
         }
     }
 }
 
-/// Blocks 0 and 2 of each source (`shuffle_i32x4` with 0b10_00_10_00).
-static GATHER_EVEN: [i32; 16] = blocks([0, 2, 4, 6], false);
-/// Blocks 1 and 3 of each source, the 16 lanes reversed.
-static GATHER_ODD_REVERSED: [i32; 16] = blocks([1, 3, 5, 7], true);
+/// The two permutations of each step of [`transpose16`]: `SWAP_KEEP`
+/// indexed by log2 of the distance, `SWAP_TAKE` in step order (distances
+/// 8, 4, 2, 1), and the last step's `take` with its lanes reversed.
+static SWAP_KEEP: [[i32; 16]; 4] = [
+    swaps(1, true),
+    swaps(2, true),
+    swaps(4, true),
+    swaps(8, true),
+];
+static SWAP_TAKE: [[i32; 16]; 4] = [
+    swaps(8, false),
+    swaps(4, false),
+    swaps(2, false),
+    swaps(1, false),
+];
+static SWAP_TAKE_REVERSED: [i32; 16] = reversed(swaps(1, false));
+
+const fn reversed(a: [i32; 16]) -> [i32; 16] {
+    let mut out = [0i32; 16];
+    let mut c = 0;
+    while c < 16 {
+        out[c] = a[15 - c];
+        c += 1;
+    }
+    out
+}
+
+const fn swaps(h: usize, keep: bool) -> [i32; 16] {
+    let mut out = [0i32; 16];
+    let mut c = 0;
+    while c < 16 {
+        out[c] = match (c & h == 0, keep) {
+            (true, true) => c as i32,
+            (true, false) => (c + h) as i32,
+            (false, true) => (16 + c - h) as i32,
+            (false, false) => (16 + c) as i32,
+        };
+        c += 1;
+    }
+    out
+}
+
 /// Columns q = 0 (ascending) and 1 (reversed) of an 8-register transpose.
 static PAIR_FIRST: [i32; 16] = runs(0, 1);
 /// Columns q = 2 and 3.
 static PAIR_SECOND: [i32; 16] = runs(2, 3);
-
-/// Permute indices of the given 128-bit blocks of two sources (blocks 4..8
-/// are the second's), optionally in reverse lane order.
-const fn blocks(b: [i32; 4], reversed: bool) -> [i32; 16] {
-    let mut out = [0i32; 16];
-    let mut l = 0;
-    while l < 16 {
-        let from = if reversed { 15 - l } else { l };
-        out[l] = 4 * b[from / 4] + (from % 4) as i32;
-        l += 1;
-    }
-    out
-}
 
 /// Block q of the first source then block q of the second (8 lanes), and
 /// the same for q2 in reverse order.
