@@ -117,21 +117,29 @@ pub fn for_each_tie(words: &mut [u32], ib: u32, mut fix: impl FnMut(&mut [u32], 
 unsafe fn ties512(words: &mut [u32], ib: u32, fix: &mut impl FnMut(&mut [u32], usize)) {
     let n = words.len();
     let count = _mm_cvtsi32_si128(ib as i32);
-    let mut m0 = 1;
-    while m0 < n {
+    // Each vector is loaded once, its prefixes shifted down once, and the
+    // prefixes one position before come from it and the previous vector
+    // (a second load one word back split a cache line every time). They
+    // can be out of date once `fix` has run, but only in which of the
+    // agreeing words sits where, so the prefixes compared are the same.
+    let mut prev = _mm512_setzero_si512();
+    // Position 0 has nothing before it.
+    let mut skip = !1u32;
+    for m0 in (0..n).step_by(16) {
         let lanes = (n - m0).min(16);
-        let valid = ((1u32 << lanes) - 1) as __mmask16;
-        let p = words.as_ptr() as *const i32;
-        // SAFETY: the masked loads read positions m0 - 1 .. m0 - 1 + lanes
-        // and m0 .. m0 + lanes, all below n.
-        let here = _mm512_srl_epi32(_mm512_maskz_loadu_epi32(valid, p.add(m0)), count);
-        let before = _mm512_srl_epi32(_mm512_maskz_loadu_epi32(valid, p.add(m0 - 1)), count);
+        let valid = (((1u64 << lanes) - 1) as u32 & skip) as __mmask16;
+        // SAFETY: the masked load reads positions m0 .. m0 + lanes, all
+        // below n.
+        let p = words.as_ptr().add(m0) as *const i32;
+        let here = _mm512_srl_epi32(_mm512_maskz_loadu_epi32(valid | 1, p), count);
+        let before = _mm512_alignr_epi32::<15>(here, prev);
         let mut tied = _mm512_mask_cmpeq_epi32_mask(valid, here, before);
         while tied != 0 {
             fix(words, m0 + tied.trailing_zeros() as usize);
             tied &= tied - 1;
         }
-        m0 += 16;
+        prev = here;
+        skip = !0;
     }
 }
 
@@ -754,6 +762,30 @@ mod tests {
             check(&ordered);
             check(&ordered.iter().rev().copied().collect::<Vec<_>>());
             check(&vec![5u32; n]);
+        }
+    }
+
+    #[test]
+    fn ties_are_found_where_the_plain_loop_finds_them() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for n in (0..70).chain([255, 256, 257, 4608]) {
+            for spread in [2u32, 16, 1 << 12] {
+                let mut words: Vec<u32> = (0..n)
+                    .map(|j| (rng.random_range(0..spread) << 13) | j as u32)
+                    .collect();
+                words.sort_unstable();
+                let want: Vec<usize> = (1..n)
+                    .filter(|&m| words[m] >> 13 == words[m - 1] >> 13)
+                    .collect();
+                let mut got = Vec::new();
+                // Reordering the agreeing words, as the insertion step
+                // does, must not change which positions are reported.
+                for_each_tie(&mut words, 13, |w, m| {
+                    got.push(m);
+                    w.swap(m - 1, m);
+                });
+                assert_eq!(got, want, "n = {n}, spread = {spread}");
+            }
         }
     }
 }
