@@ -881,6 +881,10 @@ struct Ahead<'a> {
     claimed: AtomicUsize,
     ready: Vec<AtomicBool>,
     consumed: AtomicUsize,
+    /// Where finished rows go, transposed, in bands of TILE rows (with
+    /// decode or not), and the next band to claim.
+    out: Option<(*mut u32, bool)>,
+    bands: AtomicUsize,
     /// Set if either thread panicked, so that the other stops waiting for
     /// it (rayon reports the panic once both closures have returned).
     died: AtomicBool,
@@ -890,15 +894,19 @@ struct Ahead<'a> {
 // the row, and read only after its `ready` flag (release/acquire); after
 // that only the sequential thread reads the row and then writes its result
 // there. A slot is rewritten only after `consumed` shows its last reader
-// done.
+// done. Rows below `consumed` are final: a band of them is read, and its
+// columns of `out` written, only by the thread that claimed the band.
 unsafe impl Sync for Ahead<'_> {}
 
 impl<'a> Ahead<'a> {
+    /// With `out`, the finished rows are also written transposed there
+    /// (which must hold room for them all).
     fn new(
         keys: &'a mut [u32],
         cols: usize,
         ring: &'a mut Vec<f32>,
         draws: Option<(&'a [u8; 32], u64)>,
+        out: Option<(&'a mut [MaybeUninit<u32>], bool)>,
     ) -> Self {
         let rows = keys.len() / cols;
         let window = (WINDOW / cols).clamp(2, rows.max(2));
@@ -913,6 +921,11 @@ impl<'a> Ahead<'a> {
             claimed: AtomicUsize::new(0),
             ready: (0..rows).map(|_| AtomicBool::new(false)).collect(),
             consumed: AtomicUsize::new(0),
+            out: out.map(|(o, decode)| {
+                assert_eq!(o.len(), keys.len());
+                (o.as_mut_ptr() as *mut u32, decode)
+            }),
+            bands: AtomicUsize::new(0),
             died: AtomicBool::new(false),
         }
     }
@@ -945,17 +958,63 @@ impl<'a> Ahead<'a> {
         loop {
             let k = self.claimed.fetch_add(1, Ordering::AcqRel);
             if k >= self.rows {
-                return;
+                break;
             }
-            wait(|| {
-                k < self.consumed.load(Ordering::Acquire) + self.window
-                    || self.died.load(Ordering::Acquire)
-            });
+            // A full window is time to spare: finished bands use it.
+            wait_or(
+                || {
+                    k < self.consumed.load(Ordering::Acquire) + self.window
+                        || self.died.load(Ordering::Acquire)
+                },
+                || self.transpose_next(),
+            );
             if self.died.load(Ordering::Acquire) {
                 return;
             }
             self.prepare(k, &mut bits, &mut scratch);
         }
+        wait_or(
+            || self.bands_left() == 0 || self.died.load(Ordering::Acquire),
+            || self.transpose_next(),
+        );
+    }
+
+    /// Bands of `out` not yet claimed.
+    fn bands_left(&self) -> usize {
+        if self.out.is_none() {
+            return 0;
+        }
+        self.rows
+            .div_ceil(TILE)
+            .saturating_sub(self.bands.load(Ordering::Acquire))
+    }
+
+    /// Transposes the next band of rows into `out` if all its rows are
+    /// final; false if there is none to do now.
+    fn transpose_next(&self) -> bool {
+        let Some((dst, decode)) = self.out else {
+            return false;
+        };
+        let b = self.bands.load(Ordering::Acquire);
+        let (i0, i1) = (b * TILE, ((b + 1) * TILE).min(self.rows));
+        if i0 >= self.rows || self.consumed.load(Ordering::Acquire) < i1 {
+            return false;
+        }
+        if self
+            .bands
+            .compare_exchange(b, b + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let c = self.cols;
+            // SAFETY: rows i0..i1 are final (below `consumed`), and this
+            // thread claimed their band, whose columns of `out` no other
+            // thread writes (see the type's comment).
+            unsafe {
+                let band = std::slice::from_raw_parts(self.keys.add(i0 * c), (i1 - i0) * c);
+                transpose_rows(band, self.rows, c, i0, dst, decode);
+            }
+        }
+        true
     }
 
     /// A guard that sets `died` if its thread unwinds while it lives.
@@ -1020,9 +1079,17 @@ impl<'a> Ahead<'a> {
 /// Spins until `ready()`, yielding the core after a while (the wait is
 /// normally a fraction of one row's work).
 fn wait(ready: impl Fn() -> bool) {
+    wait_or(ready, || false)
+}
+
+/// [`wait`], doing `work` meanwhile for as long as it finds some (it
+/// returns whether it did).
+fn wait_or(ready: impl Fn() -> bool, work: impl Fn() -> bool) {
     let mut spins = 0u32;
     while !ready() {
-        if spins < 200 {
+        if work() {
+            spins = 0;
+        } else if spins < 200 {
             std::hint::spin_loop();
             spins += 1;
         } else {
@@ -1139,6 +1206,12 @@ fn scatter(order: &[u64], srow: &[u32], dst: &mut [u32]) {
 /// place: each row's result replaces it once it is read. (Written to a
 /// second buffer, the pass's sequential thread took that buffer's page
 /// faults; now the transpose after it takes them, on both cores.)
+///
+/// With `out`, the result is also written transposed there (decoded or
+/// not), band by band as its rows are finished: the helper does that while
+/// it waits for the sequential part, and the rest is split between both
+/// at the end, where a transpose after the pass kept both cores busy for
+/// its whole length.
 #[allow(clippy::too_many_arguments)]
 fn pass_keys(
     a: &mut [u32],
@@ -1149,12 +1222,24 @@ fn pass_keys(
     pass_no: u64,
     values: Values,
     ws: &mut Workspace,
+    out: Option<(&mut Vec<u32>, bool)>,
 ) {
     if rows < 2 || cols < 2 {
         // A single column admits no rearrangement within a row; a single
         // row is row 0, which is never changed.
+        if let Some((t, decode)) = out {
+            transpose(a, rows, cols, t, decode);
+        }
         return;
     }
+    let n = a.len();
+    let mut out = out.map(|(t, decode)| {
+        t.clear();
+        if t.capacity() < n {
+            *t = fresh_words(n);
+        }
+        (t, decode)
+    });
     let draws = (method == Method::Pa).then_some((seed, pass_no));
     ws.acc.clear();
     ws.acc.resize(cols, 0.0);
@@ -1166,7 +1251,10 @@ fn pass_keys(
         values: vscratch,
         ..
     } = ws;
-    let ahead = Ahead::new(a, cols, exps, draws);
+    let spare = out
+        .as_mut()
+        .map(|(t, decode)| (&mut t.spare_capacity_mut()[..n], *decode));
+    let ahead = Ahead::new(a, cols, exps, draws, spare);
     // The helper runs on the other core when one is free; otherwise it
     // starts after the sequential part, finds every row taken, and returns.
     rayon::join(
@@ -1181,9 +1269,17 @@ fn pass_keys(
                 ahead.put(k, &drawing.row);
                 ahead.done(k);
             }
+            while ahead.transpose_next() {}
         },
         || ahead.help(),
     );
+    if let Some((t, _)) = out {
+        // SAFETY: both closures have returned, and between them every
+        // band was claimed and written in full (`transpose_rows` writes
+        // all columns of its rows' slots); a panic would have propagated
+        // out of `join` before this line.
+        unsafe { t.set_len(n) };
+    }
 }
 
 /// An f32 key's value as its bits, a little-endian word.
@@ -1260,7 +1356,17 @@ fn transpose_band(
         if avx2 && i1 - i0 == TILE && j1 - j0 == TILE {
             // SAFETY: the CPU supports AVX2, and the tile lies inside src
             // and, shifted by j0 rows, inside out.
-            unsafe { tile_avx2(src, out, rows, cols, i0, j0, decode) };
+            unsafe {
+                tile_avx2(
+                    src,
+                    out.as_mut_ptr() as *mut u32,
+                    rows,
+                    cols,
+                    i0,
+                    j0,
+                    decode,
+                )
+            };
             continue;
         }
         for i in i0..i1 {
@@ -1274,13 +1380,54 @@ fn transpose_band(
 
 const TILE: usize = 32;
 
-/// One full tile of [`transpose`]; `dst` is the band that starts at row
-/// `j0` of the transpose.
+/// Rows `i0..` of a row-major `rows x cols` matrix (`band`, a whole number
+/// of rows), transposed into their columns of the `cols x rows` matrix at
+/// `dst`, in the tiles of [`transpose`].
+///
+/// # Safety
+///
+/// `dst` is valid for `rows * cols` writes, and no other thread touches
+/// the band's columns of it meanwhile.
+unsafe fn transpose_rows(
+    band: &[u32],
+    rows: usize,
+    cols: usize,
+    i0: usize,
+    dst: *mut u32,
+    decode: bool,
+) {
+    let h = band.len() / cols;
+    debug_assert!(i0 + h <= rows && h * cols == band.len());
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = simd::avx2();
+    for j0 in (0..cols).step_by(TILE) {
+        let j1 = (j0 + TILE).min(cols);
+        #[cfg(target_arch = "x86_64")]
+        if avx2 && h == TILE && j1 - j0 == TILE {
+            // SAFETY: the CPU supports AVX2; the tile lies inside the band,
+            // and its 32 x 32 slots from row j0, column i0 of dst inside
+            // dst and the band's columns.
+            tile_avx2(band, dst.add(j0 * rows + i0), rows, cols, 0, j0, decode);
+            continue;
+        }
+        for r in 0..h {
+            for j in j0..j1 {
+                let k = band[r * cols + j];
+                dst.add(j * rows + i0 + r)
+                    .write(if decode { key_to_le_bits(k) } else { k });
+            }
+        }
+    }
+}
+
+/// One full tile of [`transpose`]: rows i0.., columns j0.. of `src`, to
+/// `d`, which points at row j0 of the transpose (and which rows of `dst`
+/// are `rows` apart).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn tile_avx2(
     src: &[u32],
-    dst: &mut [MaybeUninit<u32>],
+    d: *mut u32,
     rows: usize,
     cols: usize,
     i0: usize,
@@ -1288,7 +1435,7 @@ unsafe fn tile_avx2(
     decode: bool,
 ) {
     use std::arch::x86_64::*;
-    let (s, d) = (src.as_ptr(), dst.as_mut_ptr() as *mut u32);
+    let s = src.as_ptr();
     // key_to_le_bits on eight lanes: a key with its top bit set is a
     // non-negative value with that bit added, any other is a negative
     // value's bits inverted. With n = 0 or all ones as the top bit is set
@@ -1390,22 +1537,30 @@ fn rewire_matrix(
             before
         }
     });
-    pass_keys(m, rows, cols, opts.method, seed, 1, values, ws);
+    pass_keys(
+        m,
+        rows,
+        cols,
+        opts.method,
+        seed,
+        1,
+        values,
+        ws,
+        Some((t, false)),
+    );
     // Pass 2 permutes within the columns that pass 1 summed, so these are
     // the final column strengths; pass 2's own sums are the final row
     // strengths. That saves a sweep over the result.
     let col = std::mem::take(&mut ws.acc);
-    transpose(m, rows, cols, t, false);
-    pass_keys(t, cols, rows, opts.method, seed, 2, values, ws);
+    // The last transpose makes the bits as it goes.
+    let back = (layout == Layout::Rows).then_some((&mut *m, decode));
+    pass_keys(t, cols, rows, opts.method, seed, 2, values, ws, back);
     let after = unchanged.unwrap_or_else(|| Strength {
         row_std: std_dev(&ws.acc),
         col_std: std_dev(&col),
     });
-    match layout {
-        // The last transpose makes the bits as it goes.
-        Layout::Rows => transpose(t, cols, rows, m, decode),
-        Layout::Columns if decode => decode_f32(t),
-        Layout::Columns => {}
+    if layout == Layout::Columns && decode {
+        decode_f32(t);
     }
     ws.b = b;
     (before, after)
@@ -1543,7 +1698,17 @@ pub fn pass(
     assert_eq!(vals.len(), rows * cols);
     let mut keys = f64_keys(vals);
     let mut a = std::mem::take(&mut keys.keys);
-    pass_keys(&mut a, rows, cols, method, seed, pass_no, keys.values(), ws);
+    pass_keys(
+        &mut a,
+        rows,
+        cols,
+        method,
+        seed,
+        pass_no,
+        keys.values(),
+        ws,
+        None,
+    );
     keys.keys = a;
     write_back(&keys, vals);
 }
@@ -1722,6 +1887,20 @@ mod tests {
             transpose(&src, rows, cols, &mut dst, false);
             let mut bits = Vec::new();
             transpose(&src, rows, cols, &mut bits, true);
+            // Band by band, as a pass writes it, in any order of bands.
+            let by_bands = |decode: bool| {
+                let mut out = vec![u32::MAX; rows * cols];
+                for i0 in (0..rows).step_by(TILE).rev() {
+                    let i1 = (i0 + TILE).min(rows);
+                    let band = &src[i0 * cols..i1 * cols];
+                    // SAFETY: `out` holds rows * cols slots, written by
+                    // this thread only.
+                    unsafe { transpose_rows(band, rows, cols, i0, out.as_mut_ptr(), decode) };
+                }
+                out
+            };
+            assert_eq!(by_bands(false), dst, "{rows}x{cols} by bands");
+            assert_eq!(by_bands(true), bits, "{rows}x{cols} by bands, decoded");
             for i in 0..rows {
                 for j in 0..cols {
                     let k = src[i * cols + j];
