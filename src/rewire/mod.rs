@@ -1205,7 +1205,8 @@ fn scatter(order: &[u64], srow: &[u32], dst: &mut [u32]) {
 /// One pass over the row-major `rows x cols` matrix of keys in `a`, in
 /// place: each row's result replaces it once it is read. (Written to a
 /// second buffer, the pass's sequential thread took that buffer's page
-/// faults; now the transpose after it takes them, on both cores.)
+/// faults; now the transposed copy below takes them, mostly on the
+/// helper.)
 ///
 /// With `out`, the result is also written transposed there (decoded or
 /// not), band by band as its rows are finished: the helper does that while
@@ -1405,8 +1406,8 @@ unsafe fn transpose_rows(
         #[cfg(target_arch = "x86_64")]
         if avx2 && h == TILE && j1 - j0 == TILE {
             // SAFETY: the CPU supports AVX2; the tile lies inside the band,
-            // and its 32 x 32 slots from row j0, column i0 of dst inside
-            // dst and the band's columns.
+            // and the slots it writes, rows j0..j0 + 32 and columns
+            // i0..i0 + 32 of dst, inside dst and the band's columns.
             tile_avx2(band, dst.add(j0 * rows + i0), rows, cols, 0, j0, decode);
             continue;
         }
@@ -1420,9 +1421,10 @@ unsafe fn transpose_rows(
     }
 }
 
-/// One full tile of [`transpose`]: rows i0.., columns j0.. of `src`, to
-/// `d`, which points at row j0 of the transpose (and which rows of `dst`
-/// are `rows` apart).
+/// One full 32 x 32 tile, rows i0.. and columns j0.. of `src`: element
+/// (i, j) goes to `d[(j - j0) * rows + i]`. So `d` is where row j0 of the
+/// transpose starts, or, for a band of rows whose `src` starts at its
+/// first row (see [`transpose_rows`]), that many columns further on.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn tile_avx2(
