@@ -1383,7 +1383,10 @@ const TILE: usize = 32;
 
 /// Rows `i0..` of a row-major `rows x cols` matrix (`band`, a whole number
 /// of rows), transposed into their columns of the `cols x rows` matrix at
-/// `dst`, in the tiles of [`transpose`].
+/// `dst`, in the tiles of [`transpose`]. A pass's rows are finished in
+/// order, so it transposes by bands of rows; a whole matrix goes by bands
+/// of columns ([`transpose_band`]), whose output is contiguous: by bands
+/// of rows it took 10-30% longer (medians of 60 runs on four shapes).
 ///
 /// # Safety
 ///
