@@ -86,7 +86,7 @@ def scrub(x):
 print("  report", hashlib.sha256(json.dumps(scrub(r), sort_keys=True).encode()).hexdigest()[:16])
 PY
     rm -f "$work/report.json"
-    echo "  inspect $("$bin" inspect "$m" --json 2>&1 | sha256sum | cut -c1-16)"
+    echo "  inspect $("$bin" inspect "$m" --json 2>&1 | sed "s|$work|WORK|g" | sha256sum | cut -c1-16)"
     for loss in ce mse; do
         if "$bin" --quiet train-graph "$m" "$work/train.onnx" --loss $loss --batch-size 2 2>"$work/err"; then
             echo "  train-graph $loss $(sha256sum < "$work/train.onnx" | cut -c1-16)"

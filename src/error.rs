@@ -47,10 +47,6 @@ pub enum Error {
     #[error("refusing to overwrite {path}, which is an input of this run")]
     WouldOverwrite { path: PathBuf },
 
-    /// Building or running a training graph failed.
-    #[error(transparent)]
-    Training(#[from] crate::train::TrainError),
-
     /// An option's value cannot be used.
     #[error("invalid option {option}: {detail}")]
     InvalidOption { option: String, detail: String },

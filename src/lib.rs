@@ -9,7 +9,9 @@
 
 pub mod backend;
 pub mod budget;
+pub mod digest;
 pub mod error;
+pub mod fs;
 pub mod onnx;
 pub mod pipeline;
 pub mod plan;

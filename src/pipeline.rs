@@ -11,7 +11,7 @@ use crate::onnx::patch::{Output, WriteOptions};
 use crate::onnx::payload;
 use crate::onnx::Model;
 use crate::plan::{self, Plan, Selection, Weight};
-use crate::report::{self, FileInfo, RewireReport, TensorReport, Totals};
+use crate::report::{FileInfo, RewireReport, TensorReport, Totals};
 use crate::rewire::{self, Keys, Layout, Options, Spares, ViewIndices};
 
 /// Called with the name of each tensor once it is rewired.
@@ -143,14 +143,14 @@ fn rewire_finite(
             let mut new = vec![0u64; vals.len()];
             let mut dst = view;
             keys.for_each_bits(|_, b| new[dst.next().unwrap_or(0)] = b);
-            Ok((
+            Some((
                 Payload(Repr::Bytes(payload::varint_payload(&new))),
                 before,
                 after,
             ))
         }
     };
-    let Ok((out, before, after)) = result else {
+    let Some((out, before, after)) = result else {
         return Ok(None);
     };
     Ok(Some((
@@ -158,7 +158,7 @@ fn rewire_finite(
         TensorReport {
             name: w.name.clone(),
             op: w.op.clone(),
-            dtype: w.dtype.clone(),
+            dtype: w.dtype,
             shape: w.shape.clone(),
             rows: w.rows,
             cols: w.cols,
@@ -173,7 +173,7 @@ fn non_finite(t: &crate::onnx::Tensor) -> Error {
     Error::tensor(&t.name, "contains NaN or infinite values")
 }
 
-/// Rewires a payload of little-endian `W`-byte elements; Err(()) when a
+/// Rewires a payload of little-endian `W`-byte elements; None when a
 /// value is NaN or infinite.
 fn fixed<const W: usize>(
     bytes: std::borrow::Cow<'_, [u8]>,
@@ -182,7 +182,7 @@ fn fixed<const W: usize>(
     w: &Weight,
     opts: &Options,
     spares: &Spares,
-) -> std::result::Result<(Payload, rewire::Strength, rewire::Strength), ()> {
+) -> Option<(Payload, rewire::Strength, rewire::Strength)> {
     let (rows, cols) = (w.rows as usize, w.cols as usize);
     let word = |c: &[u8; W]| {
         let mut b = [0u8; 8];
@@ -204,8 +204,8 @@ fn fixed<const W: usize>(
     };
     if in_order && W == 4 && scalar == rewire::Scalar::F32 {
         let (words, before, after) =
-            rewire::rewire_f32_le(bytes, rows, cols, layout, &w.key, opts, spares).ok_or(())?;
-        return Ok((Payload(Repr::Words(words)), before, after));
+            rewire::rewire_f32_le(bytes, rows, cols, layout, &w.key, opts, spares)?;
+        return Some((Payload(Repr::Words(words)), before, after));
     }
     let (elements, _) = bytes.as_chunks::<W>();
     let mut keys = if in_order {
@@ -214,7 +214,7 @@ fn fixed<const W: usize>(
         Keys::encode(scalar, view.clone().map(|s| word(&elements[s])))
     };
     if !keys.finite() {
-        return Err(());
+        return None;
     }
     // The payload can be as large as the tensor (external data is read
     // into memory) and is not needed again: the keys give back every bit.
@@ -232,7 +232,7 @@ fn fixed<const W: usize>(
             slots[s].copy_from_slice(&b.to_le_bytes()[..W]);
         });
     }
-    Ok((Payload(Repr::Bytes(out)), before, after))
+    Some((Payload(Repr::Bytes(out)), before, after))
 }
 
 /// Rewires the weights of one batch in parallel and writes them into
@@ -329,7 +329,7 @@ pub fn rewire_model(
     let mut output_info = None;
     let input_hash = || {
         if opts.hashes {
-            Some(report::sha256_bytes(&model.bytes))
+            Some(crate::digest::sha256_hex(&model.bytes))
         } else {
             None
         }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::onnx::model::{GraphKind, Model, TensorOwner};
 use crate::onnx::payload;
+use crate::onnx::DataType;
 
 /// One reader of a weight.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -40,7 +41,7 @@ pub struct Weight {
     /// The op of the first consumer (Gemm, MatMul, Conv, ConvTranspose).
     pub op: String,
     pub consumers: Vec<Consumer>,
-    pub dtype: String,
+    pub dtype: DataType,
     pub shape: Vec<u64>,
     pub rows: u64,
     pub cols: u64,
@@ -648,7 +649,7 @@ pub fn locate_weights(model: &Model) -> Result<Plan> {
             key: t.key.clone(),
             op: dense[0].0.op.clone(),
             consumers: dense.into_iter().map(|(c, _)| c).collect(),
-            dtype: t.dtype.name(),
+            dtype: t.dtype,
             shape: t.dims.clone(),
             rows,
             cols,

@@ -18,7 +18,7 @@ pub struct FileInfo {
 pub struct TensorReport {
     pub name: String,
     pub op: String,
-    pub dtype: String,
+    pub dtype: crate::onnx::DataType,
     pub shape: Vec<u64>,
     pub rows: u64,
     pub cols: u64,
@@ -68,14 +68,4 @@ impl Totals {
             },
         }
     }
-}
-
-/// SHA-256 of bytes, hex.
-pub fn sha256_bytes(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -155,6 +155,16 @@ impl TensorData {
     }
 }
 
+/// A shape and an element count that do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shape {shape:?} needs {} elements, got {len}", .shape.iter().product::<usize>())]
+pub struct ShapeMismatch {
+    /// The shape asked for.
+    pub shape: Vec<usize>,
+    /// The number of elements given.
+    pub len: usize,
+}
+
 /// A dense tensor in host memory, the currency between backends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
@@ -164,14 +174,13 @@ pub struct HostTensor {
 
 impl HostTensor {
     /// Builds a tensor, checking that the shape holds exactly the data.
-    pub fn new(shape: Vec<usize>, data: TensorData) -> Result<HostTensor, String> {
+    pub fn new(shape: Vec<usize>, data: TensorData) -> Result<HostTensor, ShapeMismatch> {
         let expected: usize = shape.iter().product();
         if expected != data.len() {
-            return Err(format!(
-                "shape {:?} needs {expected} elements, got {}",
+            return Err(ShapeMismatch {
                 shape,
-                data.len()
-            ));
+                len: data.len(),
+            });
         }
         Ok(HostTensor { shape, data })
     }

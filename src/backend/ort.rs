@@ -39,13 +39,55 @@ enum State {
     Unloaded,
     Ready(Arc<Runtime>),
     /// The library is loaded but unusable; ONNX Runtime cannot be reloaded.
-    Broken(String),
+    Broken(OrtError),
 }
 
 static STATE: Mutex<State> = Mutex::new(State::Unloaded);
 
+/// Why ONNX Runtime, or a value passed to or from it, cannot be used.
+/// Messages that come from the library itself are kept as it wrote them.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum OrtError {
+    #[error(transparent)]
+    NotFound(#[from] ortlib::NotFound),
+    #[error(
+        "ONNX Runtime is already loaded from {} in this process and cannot be switched to {}",
+        .loaded.display(),
+        .wanted.display()
+    )]
+    Switched { loaded: PathBuf, wanted: PathBuf },
+    #[error("cannot load ONNX Runtime from {} (found via {via}): {detail}", .path.display())]
+    CannotLoad {
+        path: PathBuf,
+        via: &'static str,
+        detail: String,
+    },
+    #[error(
+        "ONNX Runtime from {} loaded, but creating its environment failed: {detail}",
+        .path.display()
+    )]
+    NoEnvironment { path: PathBuf, detail: String },
+    /// An error status or message returned by ONNX Runtime.
+    #[error("{0}")]
+    Runtime(String),
+    #[error("negative dimension {0}")]
+    NegativeDim(i64),
+    #[error("not a tensor but {0}")]
+    NotATensor(String),
+    #[error("type {0} cannot be compared by pa-onnx")]
+    Unsupported(String),
+    #[error(transparent)]
+    Shape(#[from] super::ShapeMismatch),
+}
+
+impl OrtError {
+    fn runtime(e: impl std::fmt::Display) -> OrtError {
+        OrtError::Runtime(e.to_string())
+    }
+}
+
 /// The loaded runtime, loading it on first use.
-fn runtime(opts: &BackendOptions) -> Result<Arc<Runtime>, String> {
+fn runtime(opts: &BackendOptions) -> Result<Arc<Runtime>, OrtError> {
     let mut state = STATE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -53,12 +95,11 @@ fn runtime(opts: &BackendOptions) -> Result<Arc<Runtime>, String> {
         State::Ready(rt) => {
             if let Some(explicit) = &opts.ort_lib {
                 let wanted = ortlib::locate(Some(explicit))?;
-                if !same_file(&wanted.path, &rt.info.library) {
-                    return Err(format!(
-                        "ONNX Runtime is already loaded from {} in this process and cannot be switched to {}",
-                        rt.info.library.display(),
-                        wanted.path.display()
-                    ));
+                if !crate::fs::same_file(&wanted.path, &rt.info.library) {
+                    return Err(OrtError::Switched {
+                        loaded: rt.info.library.clone(),
+                        wanted: wanted.path,
+                    });
                 }
             }
             return Ok(rt.clone());
@@ -73,20 +114,18 @@ fn runtime(opts: &BackendOptions) -> Result<Arc<Runtime>, String> {
         .path
         .canonicalize()
         .unwrap_or_else(|_| located.path.clone());
-    let builder = ::ort::init_from(&path).map_err(|e| {
-        format!(
-            "cannot load ONNX Runtime from {} (found via {}): {e}",
-            path.display(),
-            located.found_via
-        )
+    let builder = ::ort::init_from(&path).map_err(|e| OrtError::CannotLoad {
+        path: path.clone(),
+        via: located.found_via,
+        detail: e.to_string(),
     })?;
     let env = match builder.with_name("pa-onnx").with_telemetry(false).build() {
         Ok(env) => env,
         Err(e) => {
-            let why = format!(
-                "ONNX Runtime from {} loaded, but creating its environment failed: {e}",
-                path.display()
-            );
+            let why = OrtError::NoEnvironment {
+                path: path.clone(),
+                detail: e.to_string(),
+            };
             *state = State::Broken(why.clone());
             return Err(why);
         }
@@ -108,42 +147,35 @@ fn runtime(opts: &BackendOptions) -> Result<Arc<Runtime>, String> {
     Ok(rt)
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
-}
-
 pub(super) fn info(opts: &BackendOptions) -> Result<OrtInfo, BackendError> {
     runtime(opts)
         .map(|rt| rt.info.clone())
-        .map_err(|e| BackendError::unavailable(BackendKind::OrtCpu, e))
+        .map_err(|e| BackendError::unavailable(BackendKind::OrtCpu, e.to_string()))
 }
 
 /// The library's own version string (`OrtGetApiBase()->GetVersionString()`).
-fn library_version(path: &Path) -> Result<String, String> {
+fn library_version(path: &Path) -> Result<String, OrtError> {
     // SAFETY: the same file was just loaded by `ort::init_from`, which checked
     // that it exports `OrtGetApiBase`; opening it again only bumps a refcount,
     // and the returned string is static inside the library.
     unsafe {
-        let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
+        let lib = libloading::Library::new(path).map_err(OrtError::runtime)?;
         let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ::ort::sys::OrtApiBase> =
-            lib.get(b"OrtGetApiBase").map_err(|e| e.to_string())?;
+            lib.get(b"OrtGetApiBase").map_err(OrtError::runtime)?;
         let base = get_base();
         if base.is_null() {
-            return Err("OrtGetApiBase returned null".to_string());
+            return Err(OrtError::runtime("OrtGetApiBase returned null"));
         }
         let version = ((*base).GetVersionString)();
         if version.is_null() {
-            return Err("no version string".to_string());
+            return Err(OrtError::runtime("no version string"));
         }
         Ok(CStr::from_ptr(version).to_string_lossy().into_owned())
     }
 }
 
 /// Execution providers compiled into the loaded library.
-fn available_providers() -> Result<Vec<String>, String> {
+fn available_providers() -> Result<Vec<String>, OrtError> {
     let api = ::ort::api();
     let mut list: *mut *mut c_char = std::ptr::null_mut();
     let mut len: c_int = 0;
@@ -166,7 +198,7 @@ fn available_providers() -> Result<Vec<String>, String> {
 ///
 /// # Safety
 /// `status` must come from an ONNX Runtime API call of the loaded library.
-unsafe fn check_status(status: ::ort::sys::OrtStatusPtr) -> Result<(), String> {
+unsafe fn check_status(status: ::ort::sys::OrtStatusPtr) -> Result<(), OrtError> {
     if status.0.is_null() {
         return Ok(());
     }
@@ -175,7 +207,7 @@ unsafe fn check_status(status: ::ort::sys::OrtStatusPtr) -> Result<(), String> {
         .to_string_lossy()
         .into_owned();
     (api.ReleaseStatus)(status.0);
-    Err(msg)
+    Err(OrtError::Runtime(msg))
 }
 
 /// A model loaded in ONNX Runtime.
@@ -208,7 +240,7 @@ pub(crate) fn raw_session(
             "built without the `cuda` feature",
         ));
     }
-    let rt = runtime(opts).map_err(|e| BackendError::unavailable(kind, e))?;
+    let rt = runtime(opts).map_err(|e| BackendError::unavailable(kind, e.to_string()))?;
     let load_err = |e: ::ort::Error<SessionBuilder>| BackendError::load_failed(kind, e.to_string());
     let mut builder = ::ort::session::Session::builder(&rt.env)
         .map_err(|e| BackendError::load_failed(kind, e.to_string()))?;
@@ -376,7 +408,7 @@ impl super::Session for OrtSession {
         for (spec, tensor) in self.inputs.iter().zip(ordered) {
             values.push((
                 spec.name.clone(),
-                to_ort(tensor).map_err(|e| BackendError::run_failed(kind, e))?,
+                to_ort(tensor).map_err(|e| BackendError::run_failed(kind, e.to_string()))?,
             ));
         }
         let results = self
@@ -447,7 +479,7 @@ fn dtype_name(ty: TensorElementType) -> String {
     .to_string()
 }
 
-pub(crate) fn to_ort(t: &HostTensor) -> Result<DynValue, String> {
+pub(crate) fn to_ort(t: &HostTensor) -> Result<DynValue, OrtError> {
     let shape = t.shape.clone();
     let made = match &t.data {
         TensorData::F32(v) => Tensor::from_array((shape, v.clone())).map(Tensor::into_dyn),
@@ -457,24 +489,26 @@ pub(crate) fn to_ort(t: &HostTensor) -> Result<DynValue, String> {
         TensorData::I32(v) => Tensor::from_array((shape, v.clone())).map(Tensor::into_dyn),
         TensorData::Bool(v) => Tensor::from_array((shape, v.clone())).map(Tensor::into_dyn),
     };
-    made.map_err(|e| e.to_string())
+    made.map_err(OrtError::runtime)
 }
 
-fn from_ort(value: &DynValue) -> Result<HostTensor, String> {
+fn from_ort(value: &DynValue) -> Result<HostTensor, OrtError> {
     fn take<T: ::ort::value::PrimitiveTensorElementType + Copy>(
         value: &DynValue,
-    ) -> Result<(Vec<usize>, Vec<T>), String> {
-        let (shape, data) = value.try_extract_tensor::<T>().map_err(|e| e.to_string())?;
+    ) -> Result<(Vec<usize>, Vec<T>), OrtError> {
+        let (shape, data) = value
+            .try_extract_tensor::<T>()
+            .map_err(OrtError::runtime)?;
         let shape = shape
             .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
+            .map(|&d| usize::try_from(d).map_err(|_| OrtError::NegativeDim(d)))
             .collect::<Result<_, _>>()?;
         Ok((shape, data.to_vec()))
     }
     let ty = value
         .dtype()
         .tensor_type()
-        .ok_or_else(|| format!("not a tensor but {}", value.dtype()))?;
+        .ok_or_else(|| OrtError::NotATensor(value.dtype().to_string()))?;
     let (shape, data) = match ty {
         TensorElementType::Float32 => take::<f32>(value).map(|(s, d)| (s, TensorData::F32(d)))?,
         TensorElementType::Float64 => take::<f64>(value).map(|(s, d)| (s, TensorData::F64(d)))?,
@@ -485,11 +519,8 @@ fn from_ort(value: &DynValue) -> Result<HostTensor, String> {
         TensorElementType::Int32 => take::<i32>(value).map(|(s, d)| (s, TensorData::I32(d)))?,
         TensorElementType::Bool => take::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d)))?,
         other => {
-            return Err(format!(
-                "type {} cannot be compared by pa-onnx",
-                dtype_name(other)
-            ))
+            return Err(OrtError::Unsupported(dtype_name(other)))
         }
     };
-    HostTensor::new(shape, data)
+    Ok(HostTensor::new(shape, data)?)
 }

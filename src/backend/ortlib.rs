@@ -20,8 +20,37 @@ pub(super) struct Located {
     pub site_packages: Option<PathBuf>,
 }
 
+/// Why the library was not found.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum NotFound {
+    /// A folder the user named holds no library.
+    #[error("no ONNX Runtime library in folder {} (from {via})", .path.display())]
+    EmptyFolder { path: PathBuf, via: &'static str },
+    /// A path the user named does not exist.
+    #[error("ONNX Runtime library not found at {} (from {via})", .path.display())]
+    Missing { path: PathBuf, via: &'static str },
+    /// No guessed location had it; `tried` says what each one showed.
+    #[error(
+        "ONNX Runtime library not found ({}); install it with `pip install onnxruntime` \
+         (or onnxruntime-gpu), or point ORT_DYLIB_PATH or --ort-lib at libonnxruntime",
+        .tried.join("; ")
+    )]
+    Nowhere { tried: Vec<String> },
+}
+
+/// Why `python3` could not say where its onnxruntime package is.
+#[derive(Debug, Clone, thiserror::Error)]
+enum PythonProbe {
+    #[error("python3 not runnable: {0}")]
+    NotRunnable(String),
+    #[error("python3 cannot import onnxruntime")]
+    NoPackage,
+    #[error("python3 printed no onnxruntime folder")]
+    NoFolder,
+}
+
 /// Finds the library, or says everything that was tried.
-pub(super) fn locate(explicit: Option<&Path>) -> Result<Located, String> {
+pub(super) fn locate(explicit: Option<&Path>) -> Result<Located, NotFound> {
     if let Some(path) = explicit {
         return named(path, "--ort-lib");
     }
@@ -43,7 +72,7 @@ pub(super) fn locate(explicit: Option<&Path>) -> Result<Located, String> {
                 pkg.display()
             ));
         }
-        Err(why) => tried.push(why),
+        Err(why) => tried.push(why.to_string()),
     }
     let mut roots = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
@@ -69,32 +98,26 @@ pub(super) fn locate(explicit: Option<&Path>) -> Result<Located, String> {
             root.join(".venv").display()
         ));
     }
-    Err(format!(
-        "ONNX Runtime library not found ({}); install it with `pip install onnxruntime` \
-         (or onnxruntime-gpu), or point ORT_DYLIB_PATH or --ort-lib at libonnxruntime",
-        tried.join("; ")
-    ))
+    Err(NotFound::Nowhere { tried })
 }
 
 /// A location the user gave: it must exist. A folder is searched (also its
 /// `capi/`), so the wheel's package folder is accepted too.
-fn named(path: &Path, via: &'static str) -> Result<Located, String> {
+fn named(path: &Path, via: &'static str) -> Result<Located, NotFound> {
     let file = if path.is_dir() {
         library_in(path)
             .or_else(|| library_in(&path.join("capi")))
-            .ok_or_else(|| {
-                format!(
-                    "no ONNX Runtime library in folder {} (from {via})",
-                    path.display()
-                )
+            .ok_or_else(|| NotFound::EmptyFolder {
+                path: path.to_path_buf(),
+                via,
             })?
     } else if path.is_file() {
         path.to_path_buf()
     } else {
-        return Err(format!(
-            "ONNX Runtime library not found at {} (from {via})",
-            path.display()
-        ));
+        return Err(NotFound::Missing {
+            path: path.to_path_buf(),
+            via,
+        });
     };
     // .../site-packages/onnxruntime/capi/libonnxruntime.so.X
     let site_packages = file
@@ -115,12 +138,12 @@ fn named(path: &Path, via: &'static str) -> Result<Located, String> {
 
 /// Asks `python3` on `PATH` where its `onnxruntime` package is, once per
 /// process (starting Python costs a fraction of a second).
-fn python_package_dir() -> Result<PathBuf, String> {
-    static ANSWER: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+fn python_package_dir() -> Result<PathBuf, PythonProbe> {
+    static ANSWER: std::sync::OnceLock<Result<PathBuf, PythonProbe>> = std::sync::OnceLock::new();
     ANSWER.get_or_init(ask_python).clone()
 }
 
-fn ask_python() -> Result<PathBuf, String> {
+fn ask_python() -> Result<PathBuf, PythonProbe> {
     let out = Command::new("python3")
         .args([
             "-c",
@@ -129,13 +152,13 @@ fn ask_python() -> Result<PathBuf, String> {
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .map_err(|e| format!("python3 not runnable: {e}"))?;
+        .map_err(|e| PythonProbe::NotRunnable(e.to_string()))?;
     if !out.status.success() {
-        return Err("python3 cannot import onnxruntime".to_string());
+        return Err(PythonProbe::NoPackage);
     }
     let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if dir.is_empty() {
-        return Err("python3 printed no onnxruntime folder".to_string());
+        return Err(PythonProbe::NoFolder);
     }
     Ok(PathBuf::from(dir))
 }
@@ -235,7 +258,9 @@ mod tests {
 
     #[test]
     fn explicit_path_must_exist() {
-        let err = named(Path::new("/nonexistent/libonnxruntime.so.9"), "--ort-lib").unwrap_err();
+        let err = named(Path::new("/nonexistent/libonnxruntime.so.9"), "--ort-lib")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/libonnxruntime.so.9"), "{err}");
         assert!(err.contains("--ort-lib"), "{err}");
     }

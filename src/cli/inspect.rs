@@ -74,7 +74,7 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         rows.push([
             w.name.clone(),
             w.op.clone(),
-            w.dtype.clone(),
+            w.dtype.name(),
             fmt_dims(&w.shape),
             format!(
                 "{} x {}{}",

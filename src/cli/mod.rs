@@ -15,6 +15,10 @@ use clap::{Parser, Subcommand};
 
 pub use printer::Printer;
 
+/// A command's outcome: the library's typed errors (of whichever stage
+/// failed) meet here and become one message and exit status 2.
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
 /// What a command concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -60,37 +64,21 @@ pub fn main() -> ExitCode {
         }
     };
     let printer = Printer::new(cli.quiet);
-    let result = match cli.command {
-        Command::Inspect(a) => inspect::run(a, &printer),
-        Command::Rewire(a) => rewire::run(a, &printer),
-        Command::Verify(a) => verify::run(a, &printer),
-        Command::Doctor(a) => doctor::run(a, &printer),
+    let result: Result<Status> = match cli.command {
+        Command::Inspect(a) => inspect::run(a, &printer).map_err(Into::into),
+        Command::Rewire(a) => rewire::run(a, &printer).map_err(Into::into),
+        Command::Verify(a) => verify::run(a, &printer).map_err(Into::into),
+        Command::Doctor(a) => doctor::run(a, &printer).map_err(Into::into),
         Command::TrainGraph(a) => train_graph::run(a, &printer),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::CheckFailed) => ExitCode::from(1),
         Err(e) => {
-            printer.error(&e);
+            printer.error(e.as_ref());
             ExitCode::from(2)
         }
     }
 }
 
-/// Writes a small file through a temporary file and a rename.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> pa_onnx::Result<()> {
-    use std::io::Write;
-    let dir = pa_onnx::onnx::patch::parent_dir(path);
-    let io = |action: &'static str, p: &std::path::Path, e| pa_onnx::Error::Io {
-        action,
-        path: p.into(),
-        source: e,
-    };
-    let mut f =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| io("cannot create a file in", dir, e))?;
-    f.write_all(bytes)
-        .map_err(|e| io("cannot write", path, e))?;
-    f.persist(path)
-        .map_err(|e| io("cannot write", path, e.error))?;
-    Ok(())
-}
+pub use pa_onnx::fs::write_atomically;

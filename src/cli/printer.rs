@@ -4,11 +4,13 @@
 
 use std::io::{IsTerminal, Write};
 
+/// The one way the command line writes to the terminal.
 pub struct Printer {
     quiet: bool,
 }
 
 impl Printer {
+    /// A printer that prints nothing but errors when `quiet`.
     pub fn new(quiet: bool) -> Self {
         Printer { quiet }
     }
@@ -33,18 +35,41 @@ impl Printer {
         !self.quiet && std::io::stderr().is_terminal()
     }
 
+    /// Renders an error as uv does: one `error:` line, then each cause
+    /// that says something new as `Caused by:`, then the hints of every
+    /// error in the chain. A cause whose text its parent already quoted
+    /// (an I/O error inside "cannot open x: ...") is not repeated.
     pub fn error(&self, e: &(dyn std::error::Error + 'static)) {
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "error: {e}");
-        let mut source = e.source();
-        while let Some(s) = source {
-            let _ = writeln!(err, "  Caused by: {s}");
-            source = s.source();
-        }
-        if let Some(lib) = e.downcast_ref::<pa_onnx::Error>() {
-            if let Some(h) = lib.hint() {
-                let _ = writeln!(err, "hint: {h}");
+        let mut said = e.to_string();
+        let _ = writeln!(err, "error: {said}");
+        let mut hints = Vec::new();
+        let mut current = Some(e);
+        while let Some(cause) = current {
+            let text = cause.to_string();
+            if !said.contains(&text) {
+                let _ = writeln!(err, "  Caused by: {text}");
+                said.push('\n');
+                said.push_str(&text);
             }
+            for h in hints_of(cause) {
+                if !hints.contains(&h) {
+                    hints.push(h);
+                }
+            }
+            current = cause.source();
+        }
+        for h in hints {
+            let _ = writeln!(err, "hint: {h}");
         }
     }
+}
+
+/// The hints a library error carries, whichever stage's type it is.
+fn hints_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut hints = Vec::new();
+    if let Some(lib) = e.downcast_ref::<pa_onnx::Error>() {
+        hints.extend(lib.hint());
+    }
+    hints
 }

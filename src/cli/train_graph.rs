@@ -47,14 +47,14 @@ pub struct Args {
     force: bool,
 }
 
-pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
+pub fn run(args: Args, p: &Printer) -> super::Result<Status> {
     let bytes = std::fs::read(&args.model).map_err(|e| Error::Io {
         action: "cannot read",
         path: args.model.clone(),
         source: e,
     })?;
-    if !args.force && pa_onnx::onnx::patch::same_file(&args.model, &args.output) {
-        return Err(Error::WouldOverwrite { path: args.output });
+    if !args.force && pa_onnx::fs::same_file(&args.model, &args.output) {
+        return Err(Error::WouldOverwrite { path: args.output }.into());
     }
     let opts = TrainGraphOptions {
         loss: match args.loss {

@@ -1,13 +1,46 @@
-//! ONNX tensor element types (the `TensorProto.DataType` enumeration).
+//! ONNX tensor element types (the `TensorProto.DataType` enumeration): the
+//! one spelling of an element type in the whole crate.
 //!
-//! Only the facts pa-onnx needs: the numeric code, a printable name, the
-//! byte width in `raw_data`, and which packed field holds the type when the
-//! payload is not raw.
+//! The protobuf messages carry the type as a raw `i32`; it becomes a
+//! [`DataType`] where it is read ([`DataType::from_code`]) and goes back to
+//! a number only where a message is written ([`DataType::code`]). Codes that
+//! a later ONNX version adds survive as [`DataType::Other`], so a model
+//! that uses them still passes through untouched.
 
-/// An ONNX element type code, kept as the raw number so that types added by
-/// future ONNX versions pass through untouched.
+/// An ONNX element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DataType(pub i32);
+#[allow(missing_docs)] // The variants are the ONNX names.
+pub enum DataType {
+    Undefined,
+    Float,
+    Uint8,
+    Int8,
+    Uint16,
+    Int16,
+    Int32,
+    Int64,
+    String,
+    Bool,
+    Float16,
+    Double,
+    Uint32,
+    Uint64,
+    Complex64,
+    Complex128,
+    Bfloat16,
+    Float8E4M3Fn,
+    Float8E4M3Fnuz,
+    Float8E5M2,
+    Float8E5M2Fnuz,
+    Uint4,
+    Int4,
+    Float4E2M1,
+    Float8E8M0,
+    Uint2,
+    Int2,
+    /// A code this version of pa-onnx does not know.
+    Other(i32),
+}
 
 /// Where a non-raw payload of a given type is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,60 +59,77 @@ pub enum PackedField {
     String,
 }
 
-impl DataType {
-    pub const FLOAT: DataType = DataType(1);
-    pub const UINT8: DataType = DataType(2);
-    pub const INT8: DataType = DataType(3);
-    pub const INT32: DataType = DataType(6);
-    pub const INT64: DataType = DataType(7);
-    pub const STRING: DataType = DataType(8);
-    pub const BOOL: DataType = DataType(9);
-    pub const FLOAT16: DataType = DataType(10);
-    pub const DOUBLE: DataType = DataType(11);
-    pub const BFLOAT16: DataType = DataType(16);
+/// Every named type with its code and printable name, in code order.
+const TABLE: [(DataType, i32, &str); 27] = [
+    (DataType::Undefined, 0, "undefined"),
+    (DataType::Float, 1, "float32"),
+    (DataType::Uint8, 2, "uint8"),
+    (DataType::Int8, 3, "int8"),
+    (DataType::Uint16, 4, "uint16"),
+    (DataType::Int16, 5, "int16"),
+    (DataType::Int32, 6, "int32"),
+    (DataType::Int64, 7, "int64"),
+    (DataType::String, 8, "string"),
+    (DataType::Bool, 9, "bool"),
+    (DataType::Float16, 10, "float16"),
+    (DataType::Double, 11, "float64"),
+    (DataType::Uint32, 12, "uint32"),
+    (DataType::Uint64, 13, "uint64"),
+    (DataType::Complex64, 14, "complex64"),
+    (DataType::Complex128, 15, "complex128"),
+    (DataType::Bfloat16, 16, "bfloat16"),
+    (DataType::Float8E4M3Fn, 17, "float8e4m3fn"),
+    (DataType::Float8E4M3Fnuz, 18, "float8e4m3fnuz"),
+    (DataType::Float8E5M2, 19, "float8e5m2"),
+    (DataType::Float8E5M2Fnuz, 20, "float8e5m2fnuz"),
+    (DataType::Uint4, 21, "uint4"),
+    (DataType::Int4, 22, "int4"),
+    (DataType::Float4E2M1, 23, "float4e2m1"),
+    (DataType::Float8E8M0, 24, "float8e8m0"),
+    (DataType::Uint2, 25, "uint2"),
+    (DataType::Int2, 26, "int2"),
+];
 
+impl DataType {
+    /// The type of an ONNX type code.
+    pub fn from_code(code: i32) -> DataType {
+        match usize::try_from(code).ok().and_then(|i| TABLE.get(i)) {
+            Some(&(t, _, _)) => t,
+            None => DataType::Other(code),
+        }
+    }
+
+    /// The ONNX type code, as the protobuf messages carry it.
+    pub fn code(self) -> i32 {
+        match self {
+            DataType::Other(code) => code,
+            t => TABLE
+                .iter()
+                .find(|&&(u, _, _)| u == t)
+                .map_or(0, |&(_, c, _)| c),
+        }
+    }
+
+    /// The printable name (`float32`, `bfloat16`, ...; `dtypeN` for an
+    /// unknown code N).
     pub fn name(self) -> String {
-        let s = match self.0 {
-            1 => "float32",
-            2 => "uint8",
-            3 => "int8",
-            4 => "uint16",
-            5 => "int16",
-            6 => "int32",
-            7 => "int64",
-            8 => "string",
-            9 => "bool",
-            10 => "float16",
-            11 => "float64",
-            12 => "uint32",
-            13 => "uint64",
-            14 => "complex64",
-            15 => "complex128",
-            16 => "bfloat16",
-            17 => "float8e4m3fn",
-            18 => "float8e4m3fnuz",
-            19 => "float8e5m2",
-            20 => "float8e5m2fnuz",
-            21 => "uint4",
-            22 => "int4",
-            23 => "float4e2m1",
-            24 => "float8e8m0",
-            25 => "uint2",
-            26 => "int2",
-            0 => "undefined",
-            other => return format!("dtype{other}"),
-        };
-        s.to_string()
+        match self {
+            DataType::Other(code) => format!("dtype{code}"),
+            t => TABLE[t.code() as usize].2.to_string(),
+        }
     }
 
     /// Types pa-onnx rewires: real floating point of 16 bits or more.
     pub fn is_rewirable_float(self) -> bool {
-        matches!(self.0, 1 | 10 | 11 | 16)
+        matches!(
+            self,
+            DataType::Float | DataType::Float16 | DataType::Double | DataType::Bfloat16
+        )
     }
 
     /// Bits per element in `raw_data`, when known.
     pub fn bits(self) -> Option<u64> {
-        Some(match self.0 {
+        Some(match self.code() {
             1 | 6 | 12 => 32,
             2 | 3 | 9 | 17..=20 | 24 => 8,
             4 | 5 | 10 | 16 => 16,
@@ -105,7 +155,7 @@ impl DataType {
     /// The typed field that holds this type when `raw_data` is not used, and
     /// how many entries of it one element takes (complex numbers take two).
     pub fn packed_field(self) -> Option<(PackedField, u64)> {
-        Some(match self.0 {
+        Some(match self.code() {
             1 => (PackedField::Float, 1),
             14 => (PackedField::Float, 2),
             11 => (PackedField::Double, 1),
@@ -119,8 +169,32 @@ impl DataType {
     }
 }
 
+/// Reports and `--json` output name a type as [`DataType::name`] does.
+impl serde::Serialize for DataType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
 impl std::fmt::Display for DataType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_names_round_trip() {
+        for code in -1..40 {
+            let t = DataType::from_code(code);
+            assert_eq!(t.code(), code);
+            assert_eq!(t.name().is_empty(), false);
+        }
+        assert_eq!(DataType::from_code(16), DataType::Bfloat16);
+        assert_eq!(DataType::Double.name(), "float64");
+        assert_eq!(DataType::from_code(99).name(), "dtype99");
     }
 }

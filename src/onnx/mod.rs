@@ -7,6 +7,7 @@ pub mod model;
 pub mod patch;
 pub mod payload;
 pub mod pb;
+mod parse;
 pub mod wire;
 
 pub use dtype::DataType;

@@ -17,6 +17,7 @@ use tempfile::NamedTempFile;
 
 use super::model::{Model, Storage};
 use crate::error::{Error, Result};
+use crate::fs::{parent_dir, same_file};
 
 /// An output being written: the model file and its external data files.
 pub struct Output {
@@ -39,22 +40,6 @@ pub struct WriteOptions {
     /// Flush the files to stable storage before renaming them (survives a
     /// power loss, costs a disk flush).
     pub sync: bool,
-}
-
-/// The folder a file lives in ("." for a bare file name).
-pub fn parent_dir(p: &Path) -> &Path {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
-/// Whether two paths name the same existing file.
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
 }
 
 fn stage(dest: &Path, like: Option<&Path>) -> Result<Staged> {
@@ -210,12 +195,12 @@ impl Output {
         let err = |e| Error::io("cannot read back", &self.model.dest, e);
         let len = file.metadata().map_err(err)?.len();
         if len == 0 {
-            return Ok(crate::report::sha256_bytes(&[]));
+            return Ok(crate::digest::sha256_hex(&[]));
         }
         // SAFETY: the temporary file is ours alone (created exclusively,
         // under a random name) and nothing writes to it while it is mapped.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(file) }.map_err(err)?;
-        Ok(crate::report::sha256_bytes(&map))
+        Ok(crate::digest::sha256_hex(&map))
     }
 
     /// Renames every staged file into place, data files first so that the

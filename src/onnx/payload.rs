@@ -44,7 +44,7 @@ pub fn encoding(t: &Tensor) -> Option<Encoding> {
 }
 
 fn complex_factor(dtype: DataType) -> usize {
-    if matches!(dtype.0, 14 | 15) {
+    if matches!(dtype, DataType::Complex64 | DataType::Complex128) {
         2
     } else {
         1
@@ -148,10 +148,10 @@ fn varint_values(bytes: &[u8]) -> Vec<u64> {
 /// The element type of a float tensor, for the rewiring math.
 pub fn scalar(t: &Tensor) -> Result<Scalar> {
     Ok(match t.dtype {
-        DataType::FLOAT => Scalar::F32,
-        DataType::DOUBLE => Scalar::F64,
-        DataType::FLOAT16 => Scalar::F16,
-        DataType::BFLOAT16 => Scalar::Bf16,
+        DataType::Float => Scalar::F32,
+        DataType::Double => Scalar::F64,
+        DataType::Float16 => Scalar::F16,
+        DataType::Bfloat16 => Scalar::Bf16,
         dtype => {
             return Err(Error::tensor(
                 &t.name,

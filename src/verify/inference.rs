@@ -696,7 +696,7 @@ fn random_input(spec: &IoSpec, shape: Vec<usize>, seed: u64) -> Result<HostTenso
             ))
         }
     };
-    HostTensor::new(shape, data)
+    HostTensor::new(shape, data).map_err(|e| e.to_string())
 }
 
 /// Standard normal samples by the Box-Muller transform (both halves used).
@@ -966,7 +966,7 @@ pub fn parse_npy(b: &[u8]) -> Result<HostTensor, String> {
         ),
         _ => TensorData::Bool(chunks.map(|c| c[0] != 0).collect()),
     };
-    HostTensor::new(shape, data)
+    HostTensor::new(shape, data).map_err(|e| e.to_string())
 }
 
 /// The text after `'key':` in a .npy header dict.

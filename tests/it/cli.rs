@@ -141,7 +141,7 @@ fn rewire_report_and_dry_run() {
     assert_eq!(v["seed"], 3);
     assert_eq!(v["method"], "pa");
     // The digests are those of the files as they lie on disk.
-    let digest = |p: &std::path::Path| pa_onnx::report::sha256_bytes(&std::fs::read(p).unwrap());
+    let digest = |p: &std::path::Path| pa_onnx::digest::sha256_hex(&std::fs::read(p).unwrap());
     assert_eq!(v["input"]["sha256"].as_str().unwrap(), digest(&m));
     assert_eq!(v["output"]["sha256"].as_str().unwrap(), digest(&out));
     assert_eq!(v["tensors"].as_array().unwrap().len(), 2);
