@@ -1,7 +1,7 @@
 """Export small, untrained PyTorch models to ONNX as fixtures for pa-onnx.
 
 pa-onnx rewires the dense and convolution weights of an untrained ONNX model
-(see shared/ALGORITHM.md section 1). To do so it must find those weights in
+(see docs/algorithm.md section 1). To do so it must find those weights in
 the graph and view each one as a matrix with rows = output neurons. The
 layout of a weight depends on the op that consumes it and on the exporter
 that wrote the file, so each model here exists to pin down one layout or one
@@ -34,8 +34,8 @@ the graph differs, also with the dynamo exporter (file suffix `_dynamo`).
 Every file is checked with onnx.checker (full_check), run once in
 onnxruntime and compared with PyTorch's output. models/manifest.json lists,
 for every committed file, the weight initializers found by walking the ONNX
-graph with the orientation table of ALGORITHM.md section 1; it is an oracle
-for the Rust locator tests, computed here independently of the Rust code,
+graph with the orientation table of docs/algorithm.md section 1; it is an
+oracle for the Rust locator tests, computed here independently of the Rust code,
 and cross-checked against the PyTorch modules: the (rows, cols) they imply,
 and the values (each manifest weight viewed as M must equal one PyTorch
 weight's M, which pins the `transposed` flag). The output is byte-for-byte
@@ -378,7 +378,7 @@ def classify(proto):
 
     Follows each initializer through Identity, Cast and Transpose to the
     nodes that finally read it, then applies the orientation table of
-    ALGORITHM.md section 1 (rows = output neurons).
+    docs/algorithm.md section 1 (rows = output neurons).
     """
     graph = proto.graph
     for node in graph.node:
@@ -526,7 +526,7 @@ def check_tied(proto):
 
 
 def reference_matrices(model):
-    """The matrix M (rows = outputs) of every PyTorch weight, per ALGORITHM.md.
+    """Every PyTorch weight's matrix M (rows = outputs), per docs/algorithm.md.
 
     Linear/Conv/ConvTranspose/MultiheadAttention weights: axis 0 as rows,
     the rest flattened. A bare parameter used as `x @ w` is [K, N], so M is

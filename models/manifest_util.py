@@ -4,7 +4,7 @@ export_jax.py, export_paddle.py, export_sklearn.py).
 Imports only numpy, onnx and onnxruntime, so every family's venv can use it.
 It does what export_torch.py's manifest code does (find the dense and
 convolution weights of an ONNX file from the graph alone, with the
-orientation table of shared/ALGORITHM.md section 1), generalised for the
+orientation table of docs/algorithm.md section 1), generalised for the
 layouts the other exporters write:
 
 - a Transpose with any perm between a tensor and its consumer (tf2onnx

@@ -1,4 +1,5 @@
-"""A numpy statement of the reference PA rewiring (ALGORITHM.md sections 2-3).
+"""A numpy statement of the reference PA rewiring (docs/algorithm.md
+sections 2-3).
 
 Why it exists: the fidelity test in tests/it/algorithm.rs compares pa-onnx's
 strength statistics with published figures that come from single runs. This

@@ -1,4 +1,4 @@
-//! The invariants of ALGORITHM.md sections 2-5, exact, and the statistical
+//! The invariants of docs/algorithm.md sections 2-5, exact, and the statistical
 //! effect against the paper's reference figures.
 
 use pa_onnx::rewire::{self, pass, Method, Options, Workspace};
@@ -255,7 +255,7 @@ fn assert_close(what: &str, got: f64, want: f64) {
 #[test]
 fn fidelity_to_the_reference_figures() {
     // (rows, cols, row before, row after, col before, col after), measured
-    // with the authors' reference code (ALGORITHM.md, issue 3).
+    // with the authors' reference code (docs/algorithm.md section 3, issue 3).
     // A 64-row matrix gives noisy strength statistics (the per-seed spread
     // of the row std after rewiring is about 10%), so that case takes more
     // seeds; scripts/reference_pa.py, a numpy statement of the reference

@@ -1,4 +1,4 @@
-//! Locating weights and their orientation (ALGORITHM.md section 1), on
+//! Locating weights and their orientation (docs/algorithm.md section 1), on
 //! hand-built graphs for each layout and on the committed exports.
 
 use pa_onnx::onnx::Model;

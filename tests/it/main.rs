@@ -1,4 +1,34 @@
 //! The integration tests: one binary, a module per stage of the data flow.
+//!
+//! One binary links the crate once, and the modules share the fixtures.
+//! A new test goes in the module of the stage it checks:
+//!
+//! - `locate`: which tensors are weights and the matrix view of each
+//!   (docs/algorithm.md section 1), on hand-built graphs and committed
+//!   exports.
+//! - `algorithm`: the rewiring math itself, on matrices: the invariants of
+//!   docs/algorithm.md sections 2-5 and the statistical effect against the
+//!   reference figures.
+//! - `roundtrip`: exactness of reading and writing whole files: an identity
+//!   write is byte-identical, a rewrite changes only rewired payloads, and
+//!   the structural proof on files pa-onnx did not write. It also lists the
+//!   committed models for other modules (`committed_models`).
+//! - `hostile`: broken, malicious and degenerate input (truncated files,
+//!   lying shapes, escaping external data, NaN weights, fuzz regressions):
+//!   a named error or a correct result, never a panic, nothing left on disk.
+//! - `exporters`: the committed models of other frameworks against their
+//!   `models/manifest_<family>.json`, and onnx.checker on rewired files.
+//! - `backend`: the inference backends (tract, ONNX Runtime on CPU and CUDA)
+//!   and inference verification, on tiny models with hand-computed outputs.
+//! - `cli`: the `pa-onnx` binary as users run it: exit statuses, messages,
+//!   options, and what is (not) left on disk. Library behaviour belongs in
+//!   the module of its stage; a test here checks what the command line adds.
+//! - `train`: training graphs against PyTorch autograd fixtures
+//!   (`tests/fixtures/grads/`), the training loops and the two trainers.
+//! - `train_rules`: the gradient rule of one operator, on a tiny model with
+//!   a gradient worked out by hand (strided Slice, Gather, Max/Min).
+//! - `fixtures`: no tests; the byte-level ONNX encoder and the helpers that
+//!   several modules share.
 
 mod algorithm;
 mod backend;
