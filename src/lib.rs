@@ -7,6 +7,8 @@
 //! writes the patched file through [`onnx::patch`], and [`verify`] proves the
 //! result is a permutation of the input (and runs it, through [`backend`]).
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod budget;
 pub mod digest;
