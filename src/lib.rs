@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod rewire;
+pub(crate) mod stats;
 pub mod synth;
 pub mod train;
 pub mod verify;
