@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod budget;
 pub mod error;
+pub(crate) mod npz;
 pub mod onnx;
 pub mod pipeline;
 pub mod plan;
