@@ -74,9 +74,20 @@ pub struct Args {
     inference: super::verify::InferenceArgs,
 }
 
+/// Why `--max-memory` cannot be read as a size.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum SizeError {
+    #[error("unknown size unit `{0}` (use K, M, G or T)")]
+    UnknownUnit(char),
+    #[error("`{0}` is not a size (e.g. 512M, 2G)")]
+    NotASize(String),
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
 /// `1024`, `512K`, `64M`, `2G` (powers of 1024; a trailing `B` or `iB` is
 /// allowed).
-fn parse_size(s: &str) -> Result<u64, String> {
+fn parse_size(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let t = t
         .strip_suffix("iB")
@@ -89,7 +100,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
                 'M' => 20,
                 'G' => 30,
                 'T' => 40,
-                _ => return Err(format!("unknown size unit `{c}` (use K, M, G or T)")),
+                _ => return Err(SizeError::UnknownUnit(c)),
             };
             (&t[..i], shift)
         }
@@ -98,10 +109,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 512M, 2G)"))?;
+        .map_err(|_| SizeError::NotASize(s.to_string()))?;
     n.checked_shl(shift)
         .filter(|v| v >> shift == n)
-        .ok_or_else(|| format!("`{s}` is too large"))
+        .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
 pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
