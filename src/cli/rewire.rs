@@ -7,6 +7,7 @@ use pa_onnx::onnx::patch::WriteOptions;
 use pa_onnx::pipeline::{self, RewireOptions};
 use pa_onnx::report::RewireReport;
 use pa_onnx::rewire::{Method, Options, DEFAULT_SEED};
+use pa_onnx::verify::{self, VerifyOptions};
 use pa_onnx::{Error, Selection};
 
 use super::inspect::table;
@@ -73,9 +74,20 @@ pub struct Args {
     inference: super::verify::InferenceArgs,
 }
 
+/// Why `--max-memory` cannot be read as a size.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum SizeError {
+    #[error("unknown size unit `{0}` (use K, M, G or T)")]
+    UnknownUnit(char),
+    #[error("`{0}` is not a size (e.g. 512M, 2G)")]
+    NotASize(String),
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
 /// `1024`, `512K`, `64M`, `2G` (powers of 1024; a trailing `B` or `iB` is
 /// allowed).
-fn parse_size(s: &str) -> Result<u64, String> {
+fn parse_size(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let t = t
         .strip_suffix("iB")
@@ -88,7 +100,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
                 'M' => 20,
                 'G' => 30,
                 'T' => 40,
-                _ => return Err(format!("unknown size unit `{c}` (use K, M, G or T)")),
+                _ => return Err(SizeError::UnknownUnit(c)),
             };
             (&t[..i], shift)
         }
@@ -97,10 +109,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 512M, 2G)"))?;
+        .map_err(|_| SizeError::NotASize(s.to_string()))?;
     n.checked_shl(shift)
         .filter(|v| v >> shift == n)
-        .ok_or_else(|| format!("`{s}` is too large"))
+        .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
 pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
@@ -111,7 +123,7 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         });
     }
     let verify_backends = super::verify::parse_backends("--verify", &args.verify)?;
-    args.inference.resolve()?;
+    let inference = args.inference.resolve()?;
     let selection = Selection::new(
         &args.op,
         args.include.as_deref(),
@@ -165,56 +177,35 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         let text = serde_json::to_string_pretty(&report).expect("reports serialize");
         super::write_atomically(path, text.as_bytes())?;
     }
+    // `--verify` runs what `pa-onnx verify` runs on the new file, and
+    // prints what it prints.
     let verified = match (output, args.verify.is_empty()) {
-        (Some(out), false) => Some(verify_output(
-            &args.input,
-            out,
-            &verify_backends,
-            &args.inference,
-        )?),
+        (Some(out), false) => {
+            let opts = VerifyOptions {
+                backends: verify_backends,
+                inference,
+            };
+            Some(verify::verify_files(&args.input, out, &opts)?)
+        }
         _ => None,
     };
     if args.json {
         // One JSON document: the report, with the verification inside it.
         let mut value = serde_json::to_value(&report).expect("reports serialize");
-        if let Some((_, v, _)) = &verified {
-            value["verify"] = v.clone();
+        if let Some(v) = &verified {
+            value["verify"] = serde_json::to_value(v).expect("reports serialize");
         }
         p.json(&value);
     } else {
         p.out(&summary(&report));
-        if let Some((_, _, text)) = &verified {
-            p.out(text);
+        if let Some(v) = &verified {
+            p.out(&v.to_string());
         }
     }
     Ok(match verified {
-        Some((false, _, _)) => Status::CheckFailed,
+        Some(v) if !v.passed() => Status::CheckFailed,
         _ => Status::Ok,
     })
-}
-
-/// `rewire --verify`: the structural proof and inference on the new file;
-/// returns whether it passed, its JSON and its text.
-fn verify_output(
-    input: &std::path::Path,
-    output: &std::path::Path,
-    backends: &[pa_onnx::backend::BackendKind],
-    inference: &super::verify::InferenceArgs,
-) -> pa_onnx::Result<(bool, serde_json::Value, String)> {
-    let s = pa_onnx::verify::structure::compare_files(input, output)?;
-    let inf = super::verify::run_inference(input, output, backends, inference)?;
-    let passed = s.passed() && inf.as_ref().is_none_or(|r| r.passed());
-    let json = serde_json::json!({ "passed": passed, "structure": s, "inference": inf });
-    let mut text = super::verify::structure_summary(&s);
-    if let Some(r) = &inf {
-        text.push_str(&format!("\ninference:\n{r}"));
-    }
-    text.push_str(if passed {
-        "\nverify: PASSED"
-    } else {
-        "\nverify: FAILED"
-    });
-    Ok((passed, json, text))
 }
 
 fn summary(r: &RewireReport) -> String {

@@ -1,14 +1,17 @@
 //! `pa-onnx verify`: the permutation proof, and (with --backends) inference
 //! on both models.
+//!
+//! The checks themselves are the library's ([`verify::verify_files`]); this
+//! file turns the options that `verify` and `rewire --verify` share into
+//! [`VerifyOptions`].
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use pa_onnx::backend::{BackendKind, BackendOptions};
-use pa_onnx::verify::inference::{self, InferenceOptions, InferenceReport};
-use pa_onnx::verify::structure::{self, StructureReport};
+use pa_onnx::verify::inference::InferenceOptions;
+use pa_onnx::verify::{self, VerifyOptions};
 use pa_onnx::Error;
-use serde::Serialize;
 
 use super::{Printer, Status};
 
@@ -60,14 +63,6 @@ pub struct Args {
     json: bool,
 }
 
-#[derive(Serialize)]
-struct Json<'a> {
-    passed: bool,
-    structure: &'a StructureReport,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    inference: Option<&'a InferenceReport>,
-}
-
 fn option_error(option: &str, detail: impl Into<String>) -> Error {
     Error::InvalidOption {
         option: option.into(),
@@ -75,6 +70,7 @@ fn option_error(option: &str, detail: impl Into<String>) -> Error {
     }
 }
 
+/// The backends named by `option`, or an error naming the first unknown one.
 pub fn parse_backends(option: &str, list: &[String]) -> pa_onnx::Result<Vec<BackendKind>> {
     list.iter()
         .map(|s| {
@@ -141,83 +137,23 @@ impl InferenceArgs {
     }
 }
 
-/// Runs both models on `backends` (plus required ones).
-pub fn run_inference(
-    original: &Path,
-    candidate: &Path,
-    backends: &[BackendKind],
-    args: &InferenceArgs,
-) -> pa_onnx::Result<Option<InferenceReport>> {
-    let opts = args.resolve()?;
-    if backends.is_empty() && opts.require.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(inference::compare_models(
-        original, candidate, backends, &opts,
-    )))
-}
-
 pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
     let backends = parse_backends("--backends", &args.backends)?;
     // Options are checked before any model is read.
-    args.inference.resolve()?;
-    let report = structure::compare_files(&args.original, &args.candidate)?;
-    let inference = run_inference(&args.original, &args.candidate, &backends, &args.inference)?;
-    let passed = report.passed() && inference.as_ref().is_none_or(|r| r.passed());
+    let inference = args.inference.resolve()?;
+    let opts = VerifyOptions {
+        backends,
+        inference,
+    };
+    let report = verify::verify_files(&args.original, &args.candidate, &opts)?;
     if args.json {
-        p.json(&Json {
-            passed,
-            structure: &report,
-            inference: inference.as_ref(),
-        });
+        p.json(&report);
     } else {
-        p.out(&structure_summary(&report));
-        if let Some(r) = &inference {
-            p.out(&format!("\ninference:\n{r}"));
-            p.out(if r.passed() {
-                "inference: PASSED"
-            } else {
-                "inference: FAILED"
-            });
-        }
+        p.out(&report.to_string());
     }
-    Ok(if passed {
+    Ok(if report.passed() {
         Status::Ok
     } else {
         Status::CheckFailed
     })
-}
-
-pub fn structure_summary(r: &StructureReport) -> String {
-    let mut out = String::new();
-    let mode = match r.mode {
-        structure::Mode::Aligned => "same layout, every byte outside tensor payloads compared",
-        structure::Mode::ByName => {
-            "different layouts, tensors matched by name and nodes by position"
-        }
-    };
-    out.push_str(&format!("structure: {mode}\n"));
-    out.push_str(&format!(
-        "  {} tensors permuted, {} identical\n",
-        r.permuted.len(),
-        r.identical.len()
-    ));
-    for name in &r.permuted {
-        out.push_str(&format!("  permuted: {name}\n"));
-    }
-    if r.passed() {
-        out.push_str("structure: PASSED: every tensor is a bitwise permutation of the original's, and nothing else differs");
-    } else {
-        for d in &r.differences {
-            match &d.tensor {
-                Some(t) => out.push_str(&format!("  difference: `{t}`: {}\n", d.detail)),
-                None => out.push_str(&format!("  difference: {}\n", d.detail)),
-            }
-        }
-        out.push_str(&format!(
-            "structure: FAILED: {} difference(s)",
-            r.differences.len()
-        ));
-    }
-    out
 }

@@ -7,6 +7,7 @@
 //! and node by node, and every difference is listed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
@@ -28,16 +29,20 @@ pub enum Mode {
     ByName,
 }
 
+/// One thing that breaks the permutation property.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Difference {
+    /// The tensor concerned, when the difference is in one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tensor: Option<String>,
+    /// What differs, in words.
     pub detail: String,
 }
 
 /// The outcome of [`compare_files`].
 #[derive(Debug, Clone, Serialize)]
 pub struct StructureReport {
+    /// How the files were compared.
     pub mode: Mode,
     /// Tensors whose values were rearranged.
     pub permuted: Vec<String>,
@@ -48,8 +53,45 @@ pub struct StructureReport {
 }
 
 impl StructureReport {
+    /// True when every tensor is a permutation and nothing else differs.
     pub fn passed(&self) -> bool {
         self.differences.is_empty()
+    }
+}
+
+/// The summary `pa-onnx verify` prints: the mode, the tensors permuted,
+/// every difference, and the verdict (no newline after it).
+impl fmt::Display for StructureReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.mode {
+            Mode::Aligned => "same layout, every byte outside tensor payloads compared",
+            Mode::ByName => "different layouts, tensors matched by name and nodes by position",
+        };
+        writeln!(f, "structure: {mode}")?;
+        writeln!(
+            f,
+            "  {} tensors permuted, {} identical",
+            self.permuted.len(),
+            self.identical.len()
+        )?;
+        for name in &self.permuted {
+            writeln!(f, "  permuted: {name}")?;
+        }
+        if self.passed() {
+            write!(f, "structure: PASSED: every tensor is a bitwise permutation of the original's, and nothing else differs")
+        } else {
+            for d in &self.differences {
+                match &d.tensor {
+                    Some(t) => writeln!(f, "  difference: `{t}`: {}", d.detail)?,
+                    None => writeln!(f, "  difference: {}", d.detail)?,
+                }
+            }
+            write!(
+                f,
+                "structure: FAILED: {} difference(s)",
+                self.differences.len()
+            )
+        }
     }
 }
 
@@ -302,7 +344,7 @@ fn compare_by_name(a: &Model, b: &Model, report: &mut StructureReport) -> Result
 
 /// Proves (or refutes) that `candidate` holds the same model as `original`
 /// with each tensor's values permuted.
-pub fn compare_models(original: &Model, candidate: &Model) -> Result<StructureReport> {
+pub(crate) fn compare_models(original: &Model, candidate: &Model) -> Result<StructureReport> {
     let mut report = StructureReport {
         mode: Mode::ByName,
         permuted: Vec::new(),
@@ -329,7 +371,9 @@ pub fn compare_models(original: &Model, candidate: &Model) -> Result<StructureRe
     Ok(report)
 }
 
-/// [`compare_models`] on two files.
+/// Opens both files (at the same time) and proves, or refutes, that
+/// `candidate` holds the same model as `original` with each tensor's values
+/// permuted.
 pub fn compare_files(original: &Path, candidate: &Path) -> Result<StructureReport> {
     let (a, b) = rayon::join(|| Model::open(original), || Model::open(candidate));
     compare_models(&a?, &b?)

@@ -1,141 +1,25 @@
 //! Inference backends and inference verification, on tiny hand-built models.
 //!
-//! The models are encoded here with a few prost messages carrying the ONNX
-//! field numbers, so every test knows its exact weights and can compute the
-//! expected outputs by hand. ONNX Runtime may be absent (it is loaded from
-//! the `onnxruntime` wheel at run time): its tests then print SKIPPED and
-//! check that the failure is reported as `Unavailable`, never as a pass.
+//! The models are built here from the crate's own protobuf messages
+//! (`pa_onnx::onnx::pb`), so every test knows its exact weights and can
+//! compute the expected outputs by hand. ONNX Runtime may be absent (it is
+//! loaded from the `onnxruntime` wheel at run time): its tests then print
+//! SKIPPED and check that the failure is reported as `Unavailable`, never as
+//! a pass.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use pa_onnx::backend::{self, BackendError, BackendKind, BackendOptions, HostTensor, TensorData};
+use pa_onnx::onnx::pb::{
+    self, tensor_shape_proto::dimension::Value as Dim, type_proto, AttributeProto, GraphProto,
+    ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
 use pa_onnx::verify::inference::{compare_models, InferenceOptions, Status};
 use prost::Message;
 
-// ---- ONNX messages (only the fields these tests use) ----
-
-#[derive(Clone, PartialEq, Message)]
-struct ModelProto {
-    #[prost(int64, tag = "1")]
-    ir_version: i64,
-    #[prost(message, optional, tag = "7")]
-    graph: Option<GraphProto>,
-    #[prost(message, repeated, tag = "8")]
-    opset_import: Vec<OperatorSetIdProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct OperatorSetIdProto {
-    #[prost(string, tag = "1")]
-    domain: String,
-    #[prost(int64, tag = "2")]
-    version: i64,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct GraphProto {
-    #[prost(message, repeated, tag = "1")]
-    node: Vec<NodeProto>,
-    #[prost(string, tag = "2")]
-    name: String,
-    #[prost(message, repeated, tag = "5")]
-    initializer: Vec<TensorProto>,
-    #[prost(message, repeated, tag = "11")]
-    input: Vec<ValueInfoProto>,
-    #[prost(message, repeated, tag = "12")]
-    output: Vec<ValueInfoProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct NodeProto {
-    #[prost(string, repeated, tag = "1")]
-    input: Vec<String>,
-    #[prost(string, repeated, tag = "2")]
-    output: Vec<String>,
-    #[prost(string, tag = "3")]
-    name: String,
-    #[prost(string, tag = "4")]
-    op_type: String,
-    #[prost(message, repeated, tag = "5")]
-    attribute: Vec<AttributeProto>,
-    #[prost(string, tag = "7")]
-    domain: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct AttributeProto {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(float, tag = "2")]
-    f: f32,
-    #[prost(int64, tag = "3")]
-    i: i64,
-    #[prost(int32, tag = "20")]
-    r#type: i32,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct TensorProto {
-    #[prost(int64, repeated, tag = "1")]
-    dims: Vec<i64>,
-    #[prost(int32, tag = "2")]
-    data_type: i32,
-    #[prost(string, tag = "8")]
-    name: String,
-    #[prost(bytes = "vec", tag = "9")]
-    raw_data: Vec<u8>,
-    #[prost(message, repeated, tag = "13")]
-    external_data: Vec<StringStringEntryProto>,
-    #[prost(int32, tag = "14")]
-    data_location: i32,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct StringStringEntryProto {
-    #[prost(string, tag = "1")]
-    key: String,
-    #[prost(string, tag = "2")]
-    value: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ValueInfoProto {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(message, optional, tag = "2")]
-    r#type: Option<TypeProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct TypeProto {
-    #[prost(message, optional, tag = "1")]
-    tensor_type: Option<TensorTypeProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct TensorTypeProto {
-    #[prost(int32, tag = "1")]
-    elem_type: i32,
-    #[prost(message, optional, tag = "2")]
-    shape: Option<TensorShapeProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct TensorShapeProto {
-    #[prost(message, repeated, tag = "1")]
-    dim: Vec<Dimension>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Dimension {
-    #[prost(int64, optional, tag = "1")]
-    dim_value: Option<i64>,
-    #[prost(string, optional, tag = "2")]
-    dim_param: Option<String>,
-}
-
-const FLOAT: i32 = 1;
+const FLOAT: i32 = pb::DataType::Float as i32;
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -155,25 +39,24 @@ fn weight(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
 fn value_info(name: &str, dims: &[&str]) -> ValueInfoProto {
     let dim = dims
         .iter()
-        .map(|d| match d.parse::<i64>() {
-            Ok(v) => Dimension {
-                dim_value: Some(v),
-                dim_param: None,
-            },
-            Err(_) => Dimension {
-                dim_value: None,
-                dim_param: Some(d.to_string()),
-            },
+        .map(|d| pb::tensor_shape_proto::Dimension {
+            value: Some(match d.parse::<i64>() {
+                Ok(v) => Dim::DimValue(v),
+                Err(_) => Dim::DimParam(d.to_string()),
+            }),
+            denotation: String::new(),
         })
         .collect();
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
                 elem_type: FLOAT,
                 shape: Some(TensorShapeProto { dim }),
-            }),
+            })),
+            denotation: String::new(),
         }),
+        ..Default::default()
     }
 }
 
@@ -191,7 +74,7 @@ fn int_attr(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         i,
-        r#type: 2,
+        r#type: pb::AttributeType::Int as i32,
         ..Default::default()
     }
 }
@@ -200,7 +83,7 @@ fn float_attr(name: &str, f: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         f,
-        r#type: 1,
+        r#type: pb::AttributeType::Float as i32,
         ..Default::default()
     }
 }
@@ -220,12 +103,12 @@ fn model(graph: GraphProto, extra_opsets: &[(&str, i64)]) -> Vec<u8> {
         ir_version: 8,
         graph: Some(graph),
         opset_import,
+        ..Default::default()
     }
     .encode_to_vec()
 }
 
-// ---- the MLP whose outputs are worked out by hand ----
-
+/// The MLP whose outputs are worked out by hand (see [`Y`]).
 const W1: [f32; 12] = [
     0.1, -0.2, 0.3, //
     0.5, 0.4, -0.1, //
@@ -266,6 +149,7 @@ fn mlp_graph(w2: &[f32]) -> GraphProto {
         ],
         input: vec![value_info("x", &["batch", "3"])],
         output: vec![value_info("y", &["batch", "2"])],
+        ..Default::default()
     }
 }
 
@@ -458,6 +342,7 @@ fn a_contrib_op_fails_to_load_in_tract_but_runs_in_ort() {
         initializer: vec![weight("w", &[3, 2], &w)],
         input: vec![value_info("x", &["2", "3"])],
         output: vec![value_info("y", &["2", "2"])],
+        ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let path = write(
@@ -504,7 +389,7 @@ fn external_data_next_to_the_model_is_found() {
     .unwrap();
     let w1 = &mut graph.initializer[0];
     w1.raw_data.clear();
-    w1.data_location = 1;
+    w1.data_location = pb::DataLocation::External as i32;
     for (key, value) in [
         ("location", "mlp.onnx.data".to_string()),
         ("offset", "16".to_string()),

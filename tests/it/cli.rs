@@ -254,7 +254,7 @@ fn verify_with_backends_and_required_skips() {
     let out = dir.path().join("out.onnx");
     let o = pa(&["rewire", s(&m), s(&out), "--verify", "tract"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("verify: PASSED"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("inference: PASSED"), "{}", stdout(&o));
 
     let o = pa(&[
         "verify",
@@ -319,6 +319,44 @@ fn verify_with_backends_and_required_skips() {
 
     let o = pa(&["verify", s(&m), s(&out), "--backends", "onnxjs"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// `rewire --verify` runs what `verify` runs: after its own summary it
+/// prints the very lines `verify` prints for the same files and options,
+/// and its JSON holds the very object `verify --json` prints.
+#[test]
+fn rewire_verify_prints_what_verify_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_temp(dir.path(), "mlp.onnx", &mlp(16, 12, 4));
+    let out = dir.path().join("out.onnx");
+    let options = ["--input-seed", "3", "--atol", "1e-5"];
+
+    let mut rewire = vec!["rewire", s(&m), s(&out), "--verify", "tract"];
+    rewire.extend(options);
+    let o = pa(&rewire);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let rewired = stdout(&o);
+    let mut verify = vec!["verify", s(&m), s(&out), "--backends", "tract"];
+    verify.extend(options);
+    let v = pa(&verify);
+    assert_eq!(v.status.code(), Some(0), "{}{}", stdout(&v), stderr(&v));
+    let verified = stdout(&v);
+    assert!(verified.starts_with("structure: "), "{verified}");
+    assert!(verified.ends_with("inference: PASSED\n"), "{verified}");
+    let (own, lines) = rewired.split_at(rewired.len() - verified.len());
+    assert_eq!(lines, verified, "rewire --verify printed:\n{rewired}");
+    assert!(own.starts_with("rewired 2 tensors of "), "{rewired}");
+    assert!(!own.contains("structure: "), "{rewired}");
+
+    rewire.push("--json");
+    let o = pa(&rewire);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let rewired: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    verify.push("--json");
+    let v = pa(&verify);
+    let verified: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(verified["passed"], true, "{verified}");
+    assert_eq!(rewired["verify"], verified);
 }
 
 #[test]

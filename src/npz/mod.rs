@@ -1,0 +1,172 @@
+//! Arrays saved by numpy (`.npz`: a ZIP archive of `.npy` files), read into
+//! [`HostTensor`]s.
+//!
+//! Users hand pa-onnx data as numpy writes it: inputs for `verify --inputs`
+//! today, data sets for comparing training runs next. One reader serves
+//! them all, so that every command accepts the same files and refuses the
+//! same ones with the same words. The archive ([`zip`]) and the array
+//! format ([`npy`]) are read by hand: both are simple when stored
+//! uncompressed, which is what `numpy.savez` writes.
+
+mod npy;
+mod zip;
+
+use std::path::Path;
+
+use crate::backend::HostTensor;
+
+pub(crate) use npy::NpyError;
+pub(crate) use zip::ZipError;
+
+/// Why a `.npz` file cannot be read. The messages name the entry or array
+/// at fault but not the file: the caller says which file it was and what
+/// it was for.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NpzError {
+    /// The file cannot be read at all.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The archive is not one `numpy.savez` writes, or is damaged.
+    #[error(transparent)]
+    Zip(#[from] ZipError),
+    /// One array inside it cannot be read.
+    #[error("array `{key}`: {problem}")]
+    Array { key: String, problem: NpyError },
+}
+
+/// Reads a `.npz` file as written by `numpy.savez` (stored, not compressed),
+/// returning its arrays under their keys, in the archive's order.
+pub(crate) fn read(path: &Path) -> Result<Vec<(String, HostTensor)>, NpzError> {
+    let bytes = std::fs::read(path)?;
+    parse(&bytes)
+}
+
+/// Parses the bytes of a `.npz` file (a zip archive of `.npy` files).
+pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, NpzError> {
+    let entries = zip::zip_entries(bytes)?;
+    let mut arrays = Vec::with_capacity(entries.len());
+    for (name, data) in entries {
+        let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+        match npy::parse_npy(data) {
+            Ok(tensor) => arrays.push((key, tensor)),
+            Err(problem) => return Err(NpzError::Array { key, problem }),
+        }
+    }
+    Ok(arrays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zip::crc32;
+    use super::*;
+    use crate::backend::TensorData;
+
+    fn npy(descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A stored zip, as `numpy.savez` would write it (without zip64 fields).
+    fn zip(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut central = Vec::new();
+        for (name, data) in entries {
+            let offset = out.len() as u32;
+            let crc = crc32(data);
+            let mut header = Vec::new();
+            header.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+            header.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            header.extend_from_slice(&crc.to_le_bytes());
+            header.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            header.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            header.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            header.extend_from_slice(&0u16.to_le_bytes());
+            out.extend_from_slice(&header);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(data);
+            central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+            central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            central.extend_from_slice(&crc.to_le_bytes());
+            central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            central.extend_from_slice(&[0; 12]);
+            central.extend_from_slice(&offset.to_le_bytes());
+            central.extend_from_slice(name.as_bytes());
+        }
+        let cd_offset = out.len() as u32;
+        out.extend_from_slice(&central);
+        out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+        out.extend_from_slice(&cd_offset.to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out
+    }
+
+    #[test]
+    fn npz_round_trip() {
+        let f: Vec<u8> = [1.5f32, -2.0, 0.25, 4.0, 5.0, 6.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let i: Vec<u8> = [3i64, 7].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let file = zip(&[
+            ("x.npy", npy("<f4", "(2, 3)", &f)),
+            ("ids.npy", npy("<i8", "(2,)", &i)),
+            ("flag.npy", npy("|b1", "()", &[1])),
+        ]);
+        let arrays = parse(&file).unwrap();
+        assert_eq!(arrays[0].0, "x");
+        assert_eq!(arrays[0].1.shape, vec![2, 3]);
+        assert_eq!(
+            arrays[0].1.data,
+            TensorData::F32(vec![1.5, -2.0, 0.25, 4.0, 5.0, 6.0])
+        );
+        assert_eq!(arrays[1].1.data, TensorData::I64(vec![3, 7]));
+        assert_eq!(arrays[2].1.shape, Vec::<usize>::new());
+        assert_eq!(arrays[2].1.data, TensorData::Bool(vec![true]));
+    }
+
+    #[test]
+    fn npz_rejects_damage_and_unsupported_types() {
+        let mut file = zip(&[("x.npy", npy("<f4", "(1,)", &1f32.to_le_bytes()))]);
+        let last_data = file.iter().position(|&b| b == 0x3f).unwrap();
+        file[last_data] ^= 1;
+        let err = parse(&file).unwrap_err();
+        assert!(
+            matches!(&err, NpzError::Zip(ZipError::Crc { entry }) if entry == "x.npy"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "entry `x.npy`: CRC mismatch, the file is damaged"
+        );
+        let file = zip(&[("x.npy", npy(">f4", "(1,)", &1f32.to_be_bytes()))]);
+        let err = parse(&file).unwrap_err().to_string();
+        assert!(err.starts_with("array `x`: dtype `>f4`"), "{err}");
+        assert!(err.contains("not supported"), "{err}");
+        let file = zip(&[("x.npy", npy("<f4", "(2,)", &1f32.to_le_bytes()))]);
+        let err = parse(&file).unwrap_err().to_string();
+        assert!(err.contains("needs 8 bytes"), "{err}");
+        assert!(parse(b"definitely not a zip file at all").is_err());
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read(&dir.path().join("absent.npz")).unwrap_err();
+        assert!(matches!(err, NpzError::Io(_)), "{err:?}");
+    }
+}
