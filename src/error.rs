@@ -17,39 +17,66 @@ pub enum Error {
     /// A file could not be opened, read, written or renamed.
     #[error("{action} {path}: {source}")]
     Io {
+        /// What was being done ("cannot open", "cannot write", ...).
         action: &'static str,
+        /// The file or folder involved.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 
     /// The protobuf wire format is broken (truncated, lying length, ...).
     #[error("malformed ONNX file at byte {offset}: {detail}")]
-    Malformed { offset: u64, detail: String },
+    Malformed {
+        /// The byte offset in the file where the walk failed.
+        offset: u64,
+        /// What is wrong there.
+        detail: String,
+    },
 
     /// The bytes are valid protobuf but not an ONNX model.
     #[error("not an ONNX model: {detail}")]
-    NotOnnx { detail: String },
+    NotOnnx {
+        /// What is missing or wrong.
+        detail: String,
+    },
 
     /// A tensor's declared shape, type and payload do not fit together.
     #[error("tensor `{tensor}`: {detail}")]
-    InvalidTensor { tensor: String, detail: String },
+    InvalidTensor {
+        /// The tensor's name.
+        tensor: String,
+        /// What does not fit.
+        detail: String,
+    },
 
     /// A tensor's external data cannot be used.
     #[error("tensor `{tensor}`: external data `{location}`: {detail}")]
     ExternalData {
+        /// The tensor's name.
         tensor: String,
+        /// The `location` the model gives for the data.
         location: String,
+        /// What is wrong with it.
         detail: String,
     },
 
     /// Writing would replace a file the command reads from.
     #[error("refusing to overwrite {path}, which is an input of this run")]
-    WouldOverwrite { path: PathBuf },
+    WouldOverwrite {
+        /// The output path that names an input.
+        path: PathBuf,
+    },
 
     /// An option's value cannot be used.
     #[error("invalid option {option}: {detail}")]
-    InvalidOption { option: String, detail: String },
+    InvalidOption {
+        /// The option as written on the command line.
+        option: String,
+        /// Why its value is refused.
+        detail: String,
+    },
 
     /// The thread writing the output stopped early; the error that stopped
     /// it is the one reported, so this one only ends the other threads.

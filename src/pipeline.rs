@@ -22,11 +22,15 @@ pub use crate::budget::DEFAULT_MAX_MEMORY;
 /// Everything `rewire` can be told.
 #[derive(Clone, Default)]
 pub struct RewireOptions {
+    /// The method, seed and stabilization.
     pub rewire: Options,
+    /// Which weights to rewire.
     pub selection: Selection,
+    /// How the output is written.
     pub write: WriteOptions,
     /// Compute SHA-256 of input and output for the report.
     pub hashes: bool,
+    /// Called with a line of text as the run advances.
     pub progress: Option<Progress>,
     /// Bytes of work space the tensors in flight may use together (None:
     /// [`DEFAULT_MAX_MEMORY`]). One tensor always runs, whatever its size.

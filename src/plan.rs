@@ -22,8 +22,11 @@ use crate::onnx::DataType;
 /// One reader of a weight.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Consumer {
+    /// The operator that reads the weight.
     pub op: String,
+    /// That node's label.
     pub node: String,
+    /// Which of its inputs the weight is.
     pub input: usize,
     /// Ops seen through between the tensor and this consumer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -33,23 +36,31 @@ pub struct Consumer {
 /// A tensor selected for rewiring, with its matrix view.
 #[derive(Debug, Clone, Serialize)]
 pub struct Weight {
+    /// The tensor's index in [`Model::tensors`](crate::onnx::Model::tensors).
     #[serde(skip)]
     pub tensor: usize,
+    /// The tensor's name.
     pub name: String,
     /// Unique, stable identity (graph path and name); seeds the tensor's RNG.
     pub key: String,
     /// The op of the first consumer (Gemm, MatMul, Conv, ConvTranspose).
     pub op: String,
+    /// Every node that reads it as a weight.
     pub consumers: Vec<Consumer>,
+    /// The element type.
     pub dtype: DataType,
+    /// The stored shape.
     pub shape: Vec<u64>,
+    /// Rows of the matrix view (output neurons).
     pub rows: u64,
+    /// Columns of the matrix view (fan-in).
     pub cols: u64,
     /// Storage axes in the order of the matrix view: rows are axis
     /// `axes[0]`, columns the remaining axes flattened in this order.
     pub axes: Vec<usize>,
     /// True when the view is not the stored layout read row-major.
     pub transposed: bool,
+    /// Where its values are stored ([`Storage::kind`](crate::onnx::Storage::kind)).
     pub storage: String,
 }
 
@@ -77,12 +88,17 @@ pub enum SkipKind {
     Deselected,
 }
 
+/// A tensor that is not rewired, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Skipped {
+    /// The tensor's index in [`Model::tensors`](crate::onnx::Model::tensors).
     #[serde(skip)]
     pub tensor: usize,
+    /// The tensor's name.
     pub name: String,
+    /// The kind of reason.
     pub kind: SkipKind,
+    /// The reason, in words.
     pub reason: String,
 }
 
@@ -102,7 +118,9 @@ impl Skipped {
 /// The result of locating: what will be rewired and what will not.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Plan {
+    /// The weights to rewire, in model order.
     pub weights: Vec<Weight>,
+    /// Everything else that was looked at, with the reason.
     pub skipped: Vec<Skipped>,
 }
 

@@ -95,11 +95,17 @@ impl serde::Serialize for BackendKind {
 /// Element values of a [`HostTensor`], in C (row-major) order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
+    /// 32-bit floats.
     F32(Vec<f32>),
+    /// 64-bit floats.
     F64(Vec<f64>),
+    /// 16-bit IEEE floats.
     F16(Vec<half::f16>),
+    /// 64-bit integers.
     I64(Vec<i64>),
+    /// 32-bit integers.
     I32(Vec<i32>),
+    /// Booleans.
     Bool(Vec<bool>),
 }
 
@@ -168,7 +174,9 @@ pub struct ShapeMismatch {
 /// A dense tensor in host memory, the currency between backends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
+    /// Dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// The elements, in C order.
     pub data: TensorData,
 }
 
@@ -209,6 +217,7 @@ impl HostTensor {
 /// One input or output of a model as a backend sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IoSpec {
+    /// The name in the model's graph.
     pub name: String,
     /// Element type name: `f32`, `f64`, `f16`, `i64`, `i32`, `bool`, or the
     /// ONNX name of a type the backends here cannot exchange.
@@ -283,19 +292,25 @@ pub enum BackendError {
     /// execution provider not registered. Nothing is known about the model.
     #[error("{backend} unavailable: {reason}")]
     Unavailable {
+        /// The backend concerned.
         backend: BackendKind,
+        /// Why, in the engine's words where it gave any.
         reason: String,
     },
     /// The engine is there but cannot load this model (an operator it lacks, ...).
     #[error("{backend} could not load the model: {reason}")]
     LoadFailed {
+        /// The backend concerned.
         backend: BackendKind,
+        /// Why, in the engine's words where it gave any.
         reason: String,
     },
     /// The model loaded but running it failed, or the inputs do not fit it.
     #[error("{backend} failed to run the model: {reason}")]
     RunFailed {
+        /// The backend concerned.
         backend: BackendKind,
+        /// Why, in the engine's words where it gave any.
         reason: String,
     },
 }

@@ -22,6 +22,7 @@ pub struct ExternalStore {
 }
 
 impl ExternalStore {
+    /// A store resolving locations against `dir`, the model's folder.
     pub fn new(dir: &Path) -> Self {
         ExternalStore {
             dir: dir.to_path_buf(),

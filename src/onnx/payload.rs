@@ -57,8 +57,11 @@ fn complex_factor(dtype: DataType) -> usize {
 /// bytes are kept as u32, half the memory of a u64 per element.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Multiset {
+    /// Elements of up to four bytes, widened to u32.
     Narrow(Vec<u32>),
+    /// Elements of five to eight bytes, or varints.
     Words(Vec<u64>),
+    /// Longer elements (complex128, strings), as bytes.
     Long(Vec<Vec<u8>>),
 }
 
@@ -163,7 +166,14 @@ pub fn scalar(t: &Tensor) -> Result<Scalar> {
 
 /// A float payload's elements as bit patterns, by storage index.
 pub enum Elements<'a> {
-    Fixed { bytes: &'a [u8], width: usize },
+    /// Little-endian elements of `width` bytes, read in place.
+    Fixed {
+        /// The payload.
+        bytes: &'a [u8],
+        /// Bytes per element.
+        width: usize,
+    },
+    /// Varint elements, decoded.
     Decoded(Vec<u64>),
 }
 
@@ -181,6 +191,7 @@ impl Elements<'_> {
         }
     }
 
+    /// The number of elements.
     pub fn len(&self) -> usize {
         match self {
             Elements::Fixed { bytes, width } => bytes.len() / width,
@@ -188,6 +199,7 @@ impl Elements<'_> {
         }
     }
 
+    /// True when there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -14,9 +14,13 @@ use crate::error::{Error, Result};
 /// never written by ONNX tooling; meeting one is treated as corruption).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireType {
+    /// Wire type 0: a varint.
     Varint,
+    /// Wire type 1: eight little-endian bytes.
     Fixed64,
+    /// Wire type 2: a length, then that many bytes.
     Len,
+    /// Wire type 5: four little-endian bytes.
     Fixed32,
 }
 
@@ -24,7 +28,9 @@ pub enum WireType {
 /// its length-delimited body, in absolute file offsets.
 #[derive(Debug, Clone)]
 pub struct Field {
+    /// The field number.
     pub number: u32,
+    /// How its value is encoded.
     pub wire: WireType,
     /// Varint value, or the raw bits of a fixed32/fixed64 field.
     pub scalar: u64,
@@ -79,6 +85,7 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// The fields of the message whose body is `buf[range]`; `what` names the message in errors.
     pub fn new(buf: &'a [u8], range: Range<usize>, what: &'static str) -> Self {
         Fields {
             buf,
