@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod rewire;
+mod sort;
 pub mod synth;
 pub mod train;
 pub mod verify;

@@ -10,8 +10,6 @@
 //! dtype. See DESIGN.md for the sampling trick and the variants.
 
 pub mod chacha;
-pub mod simd;
-pub mod sort;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +19,9 @@ use sha2::{Digest, Sha256};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use sort::{f32_key, f32_unkey, f64_key, order_columns, sort_keys, sort_values, Scratch};
+use crate::sort::{
+    cpu, f32_key, f32_unkey, f64_key, order_columns, sort_keys, sort_values, Scratch,
+};
 
 /// Which rule assigns a row's values to columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -257,7 +257,7 @@ fn sums<T>(items: &[T], value: impl Fn(&T) -> f64, row: &mut [f64], col: &mut [f
         }
     }
     #[cfg(target_arch = "x86_64")]
-    if simd::avx2() {
+    if cpu::avx2() {
         #[target_feature(enable = "avx2")]
         unsafe fn avx2<T>(
             items: &[T],
@@ -588,14 +588,14 @@ impl Values<'_> {
 }
 
 /// Calls `body` compiled for the widest vector unit this CPU has: AVX-512,
-/// AVX2, or the baseline (always the baseline with [`simd::portable`]).
+/// AVX2, or the baseline (always the baseline with [`cpu::portable`]).
 /// The loops it is used for involve only IEEE operations and conversions
 /// per element, in the order the code gives (Rust never fuses a multiply
 /// and an add on its own), so every width gives the same bits.
 macro_rules! widest {
     ($body:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {{
         #[cfg(target_arch = "x86_64")]
-        if !simd::portable() {
+        if !cpu::portable() {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 #[target_feature(enable = "avx512f")]
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
@@ -604,7 +604,7 @@ macro_rules! widest {
                 // SAFETY: the CPU supports AVX-512F.
                 return unsafe { wide($($arg),*) };
             }
-            if simd::avx2() {
+            if cpu::avx2() {
                 #[target_feature(enable = "avx2")]
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
@@ -1152,13 +1152,9 @@ fn consume_row(
             // is weighted sampling without replacement.
             dr.kbits.resize(cols, 0);
             let (lo, hi) = key_bits_row(&mut dr.kbits, acc, exps, *low);
-            if let Some(mask) = order_columns(&dr.kbits, lo, hi, &mut dr.words, &mut dr.packed) {
+            if let Some(order) = order_columns(&dr.kbits, lo, hi, &mut dr.words, &mut dr.packed) {
                 // The m-th smallest key goes to the m-th drawn column.
-                // SAFETY: one word per column, and the index bits of the
-                // words are the distinct columns 0..cols = 0..dst.len().
-                let scattered = unsafe { simd::scatter(&dr.words, mask, srow, dst) };
-                // order_columns answers only where AVX-512 is present.
-                debug_assert!(scattered);
+                order.scatter(srow, dst);
             } else {
                 // Words `key << 32 | j`: ties go to the lower column.
                 dr.order.clear();
@@ -1349,7 +1345,7 @@ fn transpose_band(
     decode: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    let avx2 = simd::avx2();
+    let avx2 = cpu::avx2();
     let j1 = (j0 + TILE).min(cols);
     for i0 in (0..rows).step_by(TILE) {
         let i1 = (i0 + TILE).min(rows);
@@ -1403,7 +1399,7 @@ unsafe fn transpose_rows(
     let h = band.len() / cols;
     debug_assert!(i0 + h <= rows && h * cols == band.len());
     #[cfg(target_arch = "x86_64")]
-    let avx2 = simd::avx2();
+    let avx2 = cpu::avx2();
     for j0 in (0..cols).step_by(TILE) {
         let j1 = (j0 + TILE).min(cols);
         #[cfg(target_arch = "x86_64")]
