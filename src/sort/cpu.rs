@@ -1,4 +1,5 @@
-//! Which vector code may run, decided once per process.
+//! Which vector code may run, decided once per process, and the one way a
+//! loop is compiled for it.
 //!
 //! The sorts and the rewiring have loops written three times over by the
 //! compiler (AVX-512, AVX2, baseline) and kernels written with AVX-512 or
@@ -38,3 +39,53 @@ pub(crate) fn available() -> bool {
         false
     })
 }
+
+/// Calls `body` compiled for the widest vector unit this CPU has: AVX-512,
+/// AVX2, or the baseline (always the baseline with [`portable`]).
+/// The loops it is used for involve only IEEE operations and conversions
+/// per element, in the order the code gives (Rust never fuses a multiply
+/// and an add on its own), so every width gives the same bits.
+macro_rules! widest {
+    ($body:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        if !$crate::sort::cpu::portable() {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU supports AVX-512F.
+                return unsafe { wide($($arg),*) };
+            }
+            if $crate::sort::cpu::avx2() {
+                #[target_feature(enable = "avx2")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU supports AVX2.
+                return unsafe { wide($($arg),*) };
+            }
+        }
+        $body($($arg),*)
+    }};
+}
+pub(crate) use widest;
+
+/// Calls `body` (generic over the type parameters given in angle
+/// brackets) compiled for AVX2 where [`avx2`] allows it, else for the
+/// baseline.
+macro_rules! avx2_or_baseline {
+    ($body:ident<$($gen:ident),*>($($arg:ident: $ty:ty),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        if $crate::sort::cpu::avx2() {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2<$($gen),*>($($arg: $ty),*) {
+                $body($($arg),*)
+            }
+            // SAFETY: the CPU supports AVX2.
+            return unsafe { avx2($($arg),*) };
+        }
+        $body($($arg),*)
+    }};
+}
+pub(crate) use avx2_or_baseline;
