@@ -1,76 +1,17 @@
-//! What callers of the rewiring see: the settings of a run, and one
-//! tensor rewired from its f64 values, from its order keys, or straight
-//! from the little-endian bytes of an f32 payload (the form nearly every
+//! What callers of the rewiring call: one tensor rewired from its f64
+//! values, from its order keys, or straight from the little-endian bytes
+//! of an f32 payload (the form nearly every
 //! weight has, which skips a copy and a sweep). Each entry point seeds the
 //! tensor's random streams, takes buffers from the run's spares, and runs
 //! the same matrix rewiring inside the thread pool.
 
-use serde::{Deserialize, Serialize};
-
 use super::draws::tensor_seed;
 use super::keys::{Keys, Scalar};
 use super::matrix::rewire_matrix;
+use super::options::{Layout, Options};
 use super::strength::Strength;
 use super::view::ViewIndices;
 use super::workspace::Spares;
-
-/// Which rule assigns a row's values to columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// The paper's rule: columns drawn by weighted sampling without
-    /// replacement, weights from accumulated strength.
-    #[default]
-    Pa,
-    /// The authors' later deterministic rule: columns ordered by accumulated
-    /// strength, largest values to the weakest columns.
-    Deterministic,
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Method::Pa => "pa",
-            Method::Deterministic => "deterministic",
-        })
-    }
-}
-
-/// Settings of one rewiring run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Options {
-    /// Which rule assigns a row's values to columns.
-    pub method: Method,
-    /// Number of uniform shuffles tried before PA (0: none).
-    pub stabilize: u32,
-    /// The user seed, from which each tensor's own seed is derived (see
-    /// [`tensor_seed`]).
-    pub seed: u64,
-}
-
-/// The default seed, recorded in every report.
-pub const DEFAULT_SEED: u64 = 20_220_717;
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            method: Method::Pa,
-            stabilize: 0,
-            seed: DEFAULT_SEED,
-        }
-    }
-}
-
-/// Where the keys of a matrix view lie in their buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// Row-major: the view itself.
-    Rows,
-    /// Column-major, i.e. the view's transpose row-major: a weight stored
-    /// as [K, N] whose view has its N outputs as rows (MatMul, Gemm with
-    /// transB = 0).
-    Columns,
-}
 
 /// The result of rewiring one tensor.
 #[derive(Debug, Clone)]
@@ -217,7 +158,7 @@ fn rewire_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rewire::transpose::transpose;
+    use crate::rewire::handoff::transpose;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 

@@ -7,12 +7,13 @@
 //! A helper thread does that work in the matrix the sequential thread is
 //! rewiring, a few rows ahead of it and a few bands behind, which safe
 //! Rust cannot express: both threads hold the same buffer, and the
-//! transposed copy is written before it is initialised. Buffers filled in
-//! place elsewhere in rewire/ (the keys of an f32 payload, encoded on two
-//! threads while their strengths are summed) and the advice about fresh
-//! buffers' pages are here too, so that one file holds what a reviewer of
-//! rewire/'s memory safety must read; the rest of rewire/ uses the safe
-//! functions below.
+//! transposed copy is written before it is initialised. The other buffers
+//! of rewire/ that are filled in place before they are initialised, often
+//! on two threads at once (a whole matrix transposed, the keys of an f32
+//! payload encoded while their strengths are summed), and fresh buffers
+//! with their advice to the kernel, are here too: so one file holds what a
+//! review of rewire/'s memory safety must read, and the rest of rewire/
+//! uses the safe functions below.
 //!
 //! # Safety invariant
 //!
@@ -32,18 +33,23 @@
 //!   written and done before row k + 1, and its slices are dead before it
 //!   is written), and [`run`] sets the copy's length only once both
 //!   threads have returned with every band claimed;
-//! - the key fills set a buffer's length only after every slot of it was
-//!   written by [`f32_keys_into`], which writes one slot per word.
+//! - the fills set a buffer's length only once the parts they gave out
+//!   cover it, each written in full by its kernel: [`f32_keys_into`] one
+//!   slot per word, `transpose_band` and `transpose_rows` every slot of
+//!   their band.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::sort::{sort_values, Scratch};
+use rayon::prelude::*;
+
+use crate::sort::cpu::widest;
+use crate::sort::{f32_key, sort_values, Scratch};
 
 use super::draws::draw_row;
-use super::keys::f32_keys_into;
 use super::strength::{sum_rows, sums, Strength};
-use super::transpose::{transpose_rows, TILE};
+use super::transpose::{transpose_band, transpose_rows, TILE};
+use super::PARALLEL_MIN;
 
 /// Rows whose draws a pass may hold at once, in elements: the helper
 /// thread prepares at most this far ahead of the sequential part.
@@ -439,12 +445,73 @@ pub(super) fn fill_f32_keys_rows(
     (strength, infinite)
 }
 
+/// Transpose of a row-major `rows x cols` matrix of keys into `dst`, in
+/// tiles of 32 x 32 that keep both sides in cache; with AVX2, full tiles
+/// move as 8 x 8 blocks of registers. With `decode`, f32 keys become their
+/// values' bits on the way (see [`decode_f32`](super::transpose::decode_f32)).
+pub(super) fn transpose(src: &[u32], rows: usize, cols: usize, dst: &mut Vec<u32>, decode: bool) {
+    let n = src.len();
+    assert_eq!(n, rows * cols);
+    dst.clear();
+    if dst.capacity() < n {
+        *dst = fresh_words(n);
+    }
+    if rows > 0 && cols > 0 {
+        // Each band of TILE rows of dst (TILE columns of src) is
+        // independent; bands run on both cores when the matrix is large
+        // enough to pay for it. Written into the spare capacity: zeroing it
+        // first was a sweep on one thread, through fresh pages.
+        let out = &mut dst.spare_capacity_mut()[..n];
+        let band = |(b, out): (usize, &mut [MaybeUninit<u32>])| {
+            transpose_band(src, rows, cols, b * TILE, out, decode)
+        };
+        if n >= PARALLEL_MIN {
+            out.par_chunks_mut(TILE * rows).enumerate().for_each(band);
+        } else {
+            out.chunks_mut(TILE * rows).enumerate().for_each(band);
+        }
+    }
+    // SAFETY: the bands cover all n slots, and each band writes every slot
+    // of its own (every column of its tiles and edges, for every row).
+    unsafe { dst.set_len(n) };
+}
+
+/// The keys of little-endian f32 words into `out`, as wide as the CPU
+/// allows; true if a value is NaN or infinite. Writes every slot of `out`
+/// that has a word, which [`fill_f32_keys`] relies on. Whole words
+/// (`as_chunks`) load as such, where chunks of a byte slice would be
+/// gathered byte by byte.
+fn f32_keys_into(words: &[[u8; 4]], out: &mut [MaybeUninit<u32>]) -> bool {
+    #[inline(always)]
+    fn body(words: &[[u8; 4]], out: &mut [MaybeUninit<u32>]) -> bool {
+        let mut infinite = false;
+        for (k, w) in out.iter_mut().zip(words) {
+            let b = u32::from_le_bytes(*w);
+            infinite |= b & 0x7f80_0000 == 0x7f80_0000;
+            k.write(f32_key(f32::from_bits(b)));
+        }
+        infinite
+    }
+    widest!(body(words: &[[u8; 4]], out: &mut [MaybeUninit<u32>]) -> bool)
+}
+
+/// An empty buffer with room for `n` words, which the kernel is asked to
+/// back with 2 MiB pages wherever whole ones fit. Each 4 KiB page of fresh
+/// memory costs a fault on first touch, and the faults, more than the
+/// zeroing, are a noticeable part of rewiring a model; the transposes,
+/// which stride across the whole matrix, also miss the TLB less.
+pub(super) fn fresh_words(n: usize) -> Vec<u32> {
+    let buf = Vec::with_capacity(n);
+    advise_huge_pages(&buf);
+    buf
+}
+
 /// Asks the kernel to back the whole 2 MiB pages inside `buf`'s capacity,
 /// which must not have been touched yet, with huge pages. Advice only:
 /// where the kernel has transparent huge pages off, or none free, the
 /// memory is ordinary and nothing fails.
 #[allow(clippy::ptr_arg)]
-pub(super) fn advise_huge_pages(buf: &Vec<u32>) {
+fn advise_huge_pages(buf: &Vec<u32>) {
     let (addr, len) = (buf.as_ptr() as usize, buf.capacity() * 4);
     const HUGE: usize = 2 << 20;
     let (start, end) = (addr.next_multiple_of(HUGE), (addr + len) / HUGE * HUGE);

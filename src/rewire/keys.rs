@@ -4,9 +4,6 @@
 //! the result a bitwise permutation of the input whatever the element
 //! type.
 
-use std::mem::MaybeUninit;
-
-use crate::sort::cpu::widest;
 use crate::sort::{f32_key, f32_unkey, f64_key};
 
 use super::handoff::{fill_f32_keys, fill_f32_keys_rows};
@@ -272,25 +269,6 @@ impl Values<'_> {
             Values::Wide(v) => v[k as usize],
         }
     }
-}
-
-/// The keys of little-endian f32 words into `out`, as wide as the CPU
-/// allows; true if a value is NaN or infinite. Writes every slot of `out`
-/// that has a word, which [`fill_f32_keys`] relies on. Whole words
-/// (`as_chunks`) load as such, where chunks of a byte slice would be
-/// gathered byte by byte.
-pub(super) fn f32_keys_into(words: &[[u8; 4]], out: &mut [MaybeUninit<u32>]) -> bool {
-    #[inline(always)]
-    fn body(words: &[[u8; 4]], out: &mut [MaybeUninit<u32>]) -> bool {
-        let mut infinite = false;
-        for (k, w) in out.iter_mut().zip(words) {
-            let b = u32::from_le_bytes(*w);
-            infinite |= b & 0x7f80_0000 == 0x7f80_0000;
-            k.write(f32_key(f32::from_bits(b)));
-        }
-        infinite
-    }
-    widest!(body(words: &[[u8; 4]], out: &mut [MaybeUninit<u32>]) -> bool)
 }
 
 #[cfg(test)]

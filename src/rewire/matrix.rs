@@ -8,11 +8,12 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::api::{Layout, Options};
+use super::handoff::transpose;
 use super::keys::Values;
+use super::options::{Layout, Options};
 use super::pass::pass_keys;
 use super::strength::{std_dev, strength_by, Strength};
-use super::transpose::{decode_f32, transpose};
+use super::transpose::decode_f32;
 use super::workspace::Workspace;
 
 /// PA rewiring (section 3, with stabilization first when asked) of the

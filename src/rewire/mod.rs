@@ -10,7 +10,7 @@
 //! dtype. See DESIGN.md for the sampling trick and the variants.
 //!
 //! A tensor goes through the files in this order: `api.rs` (the entry
-//! points and their settings), `view.rs` (which element is at row i,
+//! points) and `options.rs` (their settings), `view.rs` (which element is at row i,
 //! column j), `keys.rs` (values as order keys), `matrix.rs` (the order of
 //! one matrix's rewiring), `pass.rs` (one pass), `draws.rs` and
 //! `chacha.rs` (its random numbers), `handoff.rs` (the second thread of a
@@ -26,6 +26,7 @@ mod draws;
 mod handoff;
 mod keys;
 mod matrix;
+mod options;
 mod pass;
 mod reference;
 mod strength;
@@ -34,10 +35,11 @@ mod view;
 mod workspace;
 
 pub(crate) use api::rewire_keys_in;
-pub use api::{rewire_f32_le, rewire_values, Layout, Method, Options, Outcome, DEFAULT_SEED};
+pub use api::{rewire_f32_le, rewire_values, Outcome};
 pub use draws::tensor_seed;
 pub(crate) use keys::Keys;
 pub use keys::Scalar;
+pub use options::{Layout, Method, Options, DEFAULT_SEED};
 pub use reference::{pa_rewire, pass, stabilize};
 pub use strength::{strength, Strength};
 pub use view::view_index;

@@ -8,12 +8,11 @@
 use crate::sort::cpu::widest;
 use crate::sort::{f64_key, order_columns, sort_keys};
 
-use super::api::Method;
 use super::draws::key_bits_row;
-use super::handoff;
+use super::handoff::{self, fresh_words, transpose};
 use super::keys::Values;
-use super::transpose::transpose;
-use super::workspace::{fresh_words, Drawing, Workspace};
+use super::options::Method;
+use super::workspace::{Drawing, Workspace};
 
 /// Adds a row (keys read as values) to the column strengths and returns
 /// their new minimum, which the next row's keys need: one vectorised

@@ -6,9 +6,9 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::api::{Layout, Method, Options};
 use super::keys::{Keys, Scalar};
 use super::matrix::{rewire_matrix, stabilize_by};
+use super::options::{Layout, Method, Options};
 use super::pass::pass_keys;
 use super::workspace::Workspace;
 

@@ -1,15 +1,17 @@
-//! Transposes of a matrix of keys. Pass 2 works on the columns of pass
-//! 1's result, and a weight stored as [K, N] has its view's rows as
-//! columns, so whole matrices are transposed between and around the
-//! passes, and a pass's finished rows are transposed band by band as it
-//! goes. Both walk tiles of 32 x 32 that keep source and destination in
-//! cache, and full tiles move as 8 x 8 blocks of AVX2 registers.
+//! The kernels of the transposes of a matrix of keys. Pass 2 works on the
+//! columns of pass 1's result, and a weight stored as [K, N] has its
+//! view's rows as columns, so whole matrices are transposed between and
+//! around the passes (by bands of columns, `transpose` in `handoff.rs`,
+//! which fills the fresh buffer on both threads), and a pass's finished
+//! rows are transposed band by band as it goes (by bands of rows, from the
+//! hand-off). Both walk tiles of 32 x 32 that keep source and destination
+//! in cache, and full tiles move as 8 x 8 blocks of AVX2 registers.
 //!
 //! The tile kernel uses AVX2 intrinsics, and the band writer writes through
 //! a pointer into a buffer that the other thread of a pass writes too (in
 //! other columns): both are `unsafe fn`s whose contracts are stated on
-//! them, and [`transpose`] sets its buffer's length once every band has
-//! been written.
+//! them. Each band writer writes every slot of its band, which the
+//! hand-off relies on when it sets a buffer's length.
 
 use std::mem::MaybeUninit;
 
@@ -17,7 +19,6 @@ use rayon::prelude::*;
 
 use crate::sort::f32_unkey;
 
-use super::workspace::fresh_words;
 use super::PARALLEL_MIN;
 
 /// An f32 key's value as its bits, a little-endian word.
@@ -40,40 +41,9 @@ pub(super) fn decode_f32(keys: &mut [u32]) {
     }
 }
 
-/// Transpose of a row-major `rows x cols` matrix of keys into `dst`, in
-/// tiles of 32 x 32 that keep both sides in cache; with AVX2, full tiles
-/// move as 8 x 8 blocks of registers. With `decode`, f32 keys become their
-/// values' bits on the way (see [`decode_f32`]).
-pub(super) fn transpose(src: &[u32], rows: usize, cols: usize, dst: &mut Vec<u32>, decode: bool) {
-    let n = src.len();
-    assert_eq!(n, rows * cols);
-    dst.clear();
-    if dst.capacity() < n {
-        *dst = fresh_words(n);
-    }
-    if rows > 0 && cols > 0 {
-        // Each band of TILE rows of dst (TILE columns of src) is
-        // independent; bands run on both cores when the matrix is large
-        // enough to pay for it. Written into the spare capacity: zeroing it
-        // first was a sweep on one thread, through fresh pages.
-        let out = &mut dst.spare_capacity_mut()[..n];
-        let band = |(b, out): (usize, &mut [MaybeUninit<u32>])| {
-            transpose_band(src, rows, cols, b * TILE, out, decode)
-        };
-        if n >= PARALLEL_MIN {
-            out.par_chunks_mut(TILE * rows).enumerate().for_each(band);
-        } else {
-            out.chunks_mut(TILE * rows).enumerate().for_each(band);
-        }
-    }
-    // SAFETY: the bands cover all n slots, and each band writes every slot
-    // of its own (every column of its tiles and edges, for every row).
-    unsafe { dst.set_len(n) };
-}
-
 /// Columns `j0..j0 + TILE` of `src` into `out`, rows `j0..` of the
 /// transpose.
-fn transpose_band(
+pub(super) fn transpose_band(
     src: &[u32],
     rows: usize,
     cols: usize,
@@ -117,7 +87,7 @@ pub(super) const TILE: usize = 32;
 
 /// Rows `i0..` of a row-major `rows x cols` matrix (`band`, a whole number
 /// of rows), transposed into their columns of the `cols x rows` matrix at
-/// `dst`, in the tiles of [`transpose`]. A pass's rows are finished in
+/// `dst`, in the tiles of [`transpose_band`]. A pass's rows are finished in
 /// order, so it transposes by bands of rows; a whole matrix goes by bands
 /// of columns ([`transpose_band`]), whose output is contiguous, which is
 /// faster than by bands of rows.
@@ -222,6 +192,7 @@ unsafe fn tile_avx2(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rewire::handoff::transpose;
 
     #[test]
     fn transpose_matches_the_definition() {

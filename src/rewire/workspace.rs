@@ -1,11 +1,12 @@
 //! The buffers of rewiring and where they come from. A pass needs several
 //! buffers as large as the matrix, and fresh memory costs a page fault per
 //! 4 KiB page on first touch: so a run keeps the buffers of finished
-//! tensors for the next ones, and asks for fresh ones in huge pages.
+//! tensors for the next ones (fresh ones are asked for in huge pages, see
+//! `fresh_words` in `handoff.rs`).
 
 use crate::sort::Scratch;
 
-use super::handoff::advise_huge_pages;
+use super::handoff::fresh_words;
 
 /// Buffers of the sequential part of a pass, reused across rows.
 #[derive(Default)]
@@ -91,17 +92,6 @@ impl Spares {
             }
         }
     }
-}
-
-/// An empty buffer with room for `n` words, which the kernel is asked to
-/// back with 2 MiB pages wherever whole ones fit. Each 4 KiB page of fresh
-/// memory costs a fault on first touch, and the faults, more than the
-/// zeroing, are a noticeable part of rewiring a model; the transposes,
-/// which stride across the whole matrix, also miss the TLB less.
-pub(super) fn fresh_words(n: usize) -> Vec<u32> {
-    let buf = Vec::with_capacity(n);
-    advise_huge_pages(&buf);
-    buf
 }
 
 /// Takes out of `kept` the item whose capacity (`cap`) is the smallest
