@@ -47,8 +47,7 @@ fn whole_model(c: &mut Criterion) {
     g.sampling_mode(SamplingMode::Flat).sample_size(10);
     // A run's output is usually a new file. Replacing one costs the file
     // system more: on ext4, renaming over a file flushes the new one's
-    // delayed allocations and frees the old one's blocks, about 35 ms for
-    // 47 MB on this VM.
+    // delayed allocations and frees the old one's blocks.
     g.bench_function("resnet18 read+rewire+write, new file", |b| {
         b.iter_batched(
             || {

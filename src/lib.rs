@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod rewire;
+mod sort;
 pub(crate) mod stats;
 pub mod synth;
 pub mod train;

@@ -78,7 +78,7 @@ pub struct RewireReport {
 impl Totals {
     /// The totals of a run's tensors.
     pub fn from_tensors(tensors: &[TensorReport]) -> Totals {
-        let var = |s: &Strength| (s.row_std * s.row_std + s.col_std * s.col_std) / 2.0;
+        let var = |s: &Strength| s.mean_variance();
         let before: f64 = tensors.iter().map(|t| var(&t.before)).sum();
         let after: f64 = tensors.iter().map(|t| var(&t.after)).sum();
         Totals {

@@ -109,7 +109,7 @@ pub fn multiset(enc: Encoding, bytes: &[u8]) -> Multiset {
         // alone.
         Multiset::Narrow(v) if v.len() > VECTOR_SORT_MAX => v.par_sort_unstable(),
         Multiset::Narrow(v) => {
-            if !crate::rewire::simd::sort_u32(v, &mut Vec::new()) {
+            if !crate::sort::sort_u32(v, &mut Vec::new()) {
                 v.sort_unstable()
             }
         }

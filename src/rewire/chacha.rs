@@ -6,12 +6,12 @@
 //! block 0. Those words are the ChaCha8 function of the state (constants,
 //! the 8 key words of the seed, a 64-bit block counter, the 64-bit stream
 //! number), one 16-word block per counter value, in counter order. The
-//! generic code of `rand_chacha` computes four blocks per step with AVX2
-//! and took about 1.3 ns per word here, as much as the Exp(1) conversion
-//! it feeds. [`keystream`] computes sixteen blocks per step, one per
-//! 32-bit lane, in a third of that time (0.43 ns). A test compares its
-//! words with `rand_chacha`'s on every length class, so a row's draws (and
-//! the output) are the same whichever code produced them.
+//! generic code of `rand_chacha` computes four blocks per step with AVX2,
+//! and costs about as much as the Exp(1) conversion it feeds.
+//! [`keystream`] computes sixteen blocks per step, one per 32-bit lane. A
+//! test compares its words with `rand_chacha`'s on every length class, so
+//! a row's draws (and the output) are the same whichever code produced
+//! them.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,11 +21,11 @@ use std::arch::x86_64::*;
 
 /// Fills `out` with the ChaCha8 keystream words of `seed` and `stream`,
 /// from block 0: what `ChaCha8Rng`'s `fill` writes.
-pub fn keystream(seed: &[u8; 32], stream: u64, out: &mut [u32]) {
+pub(crate) fn keystream(seed: &[u8; 32], stream: u64, out: &mut [u32]) {
     // A step computes sixteen blocks whatever the length; rows of up to
     // four blocks cost less through rand_chacha.
     #[cfg(target_arch = "x86_64")]
-    if out.len() > 64 && super::simd::available() {
+    if out.len() > 64 && crate::sort::cpu::available() {
         // SAFETY: the CPU supports AVX-512F.
         unsafe { keystream512(&key_words(seed), stream, out) };
         return;
@@ -44,7 +44,7 @@ fn key_words(seed: &[u8; 32]) -> [u32; 8] {
 }
 
 /// The same words from `rand_chacha` itself.
-pub fn reference(seed: &[u8; 32], stream: u64, out: &mut [u32]) {
+pub(crate) fn reference(seed: &[u8; 32], stream: u64, out: &mut [u32]) {
     let mut rng = ChaCha8Rng::from_seed(*seed);
     rng.set_stream(stream);
     rng.fill(out);
@@ -125,7 +125,7 @@ fn blocks16(key: &[u32; 8], stream: u64, first: u64, out: &mut [u32]) {
     x[13] = _mm512_add_epi32(x[13], hi);
     // Transpose so that each block's words are contiguous.
     // SAFETY: the CPU supports AVX-512F (this function's target feature).
-    unsafe { super::simd::transpose16::<false>(&mut x) };
+    unsafe { crate::sort::transpose16::<false>(&mut x) };
     for (block, v) in out.chunks_exact_mut(16).zip(&x) {
         // SAFETY: each chunk holds 16 u32s; unaligned stores are allowed.
         unsafe { _mm512_storeu_si512(block.as_mut_ptr().cast(), *v) };
@@ -188,7 +188,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_block_counter_carries_into_its_high_word() {
-        if !super::super::simd::available() {
+        if !crate::sort::cpu::available() {
             eprintln!("SKIPPED: no AVX-512 on this CPU");
             return;
         }

@@ -2,6 +2,8 @@
 //! effect against the paper's reference figures.
 
 use pa_onnx::rewire::{self, pass, Method, Options, Workspace};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::fixtures::kaiming;
 
@@ -104,6 +106,27 @@ fn one_row_or_one_column_matrices() {
         // not either (its rows have one element each).
         assert_eq!(v, orig, "{rows}x{cols}");
     }
+}
+
+#[test]
+fn stabilization_keeps_the_best_of_its_shuffles() {
+    let (rows, cols) = (16, 24);
+    let vals = matrix(rows, cols, 6);
+    let shuffled = |k: u32| {
+        let mut v = vals.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        rewire::stabilize(&mut v, rows, cols, k, &mut rng);
+        v
+    };
+    // No shuffle leaves the values in place; shuffles permute them.
+    assert_eq!(shuffled(0), vals);
+    let (one, many) = (shuffled(1), shuffled(20));
+    assert_eq!(sorted_bits(&many), sorted_bits(&vals));
+    assert_ne!(many, vals, "nothing moved");
+    // The same stream makes the same first shuffle, which the twenty
+    // compete with.
+    let score = |v: &[f64]| rewire::strength(v, rows, cols).mean_variance();
+    assert!(score(&many) <= score(&one));
 }
 
 #[test]

@@ -1,4 +1,7 @@
-//! Sorting, the inner loop of every pass.
+//! Sorting of u32 keys and column words: the inner loop of every rewiring
+//! pass, and the way the reader compares two payloads as multisets. Both
+//! want the fastest sort the CPU allows, and neither may depend on which
+//! sort ran; they share this module so that neither imports the other.
 //!
 //! Each row of a pass needs two orderings of up to a few thousand items:
 //! the row's value keys ascending (`u32`, see [`f32_key`]) and the columns
@@ -8,31 +11,34 @@
 //! whichever algorithm produced it, which keeps the output reproducible.
 //!
 //! Where the CPU has AVX-512, values and the columns of rows up to
-//! [`PACKED_MAX`] wide are sorted in vector registers ([`super::simd`],
-//! through [`sort_values`] and [`order_columns`]). Elsewhere, and for the
-//! columns of wider rows, both are sorted by a least-significant-digit
-//! radix sort on the top bits of the 32-bit key (all histograms counted in
-//! one read), followed by an insertion sort on the whole items. Rows
-//! shorter than [`WIDE`] use three one-byte digits (a pass is skipped where
-//! every item has the same byte); longer rows use two 11-bit digits, whose
-//! 2048-count histograms cost less than the third scatter pass they save
-//! (per item, about 7 ns down to 4 ns for values and 7 to 5 ns for column
-//! words on rows of 1152 to 4608, measured in thread CPU time). The radix
+//! [`PACKED_MAX`] wide are sorted in vector registers ([`simd`], through
+//! [`sort_values`] and [`order_columns`]). Elsewhere, and for the columns
+//! of wider rows, both are sorted by a least-significant-digit radix sort
+//! on the top bits of the 32-bit key (all histograms counted in one read),
+//! followed by an insertion sort on the whole items. Rows shorter than
+//! [`WIDE`] use three one-byte digits (a pass is skipped where every item
+//! has the same byte); longer rows use two 11-bit digits, whose 2048-count
+//! histograms cost less than the third scatter pass they save. The radix
 //! passes leave only items that agree in their top 22 or 24 bits out of
 //! order, a few percent of a row, so the insertion sort costs about one
 //! predictable comparison per item: cheaper than a fourth pass. LSD passes
 //! are stable, and the column words are built in column order, so equal
-//! keys stay in index order. Measured against the standard library's
-//! pattern-defeating quicksort and against a bucket sort with an
-//! insertion-sort fix-up, on rows of 512 and 4608 normal values, a plain
-//! four-pass radix sort took about 40% of the time of either: it has no
-//! data-dependent branches, and the buckets of one byte fit in L1.
+//! keys stay in index order. A radix sort rather than a comparison sort
+//! (the standard library's, or a bucket sort with an insertion-sort
+//! fix-up): it has no data-dependent branches, and the buckets of one byte
+//! fit in L1.
 
-use super::simd;
+pub(crate) mod cpu;
+mod network;
+pub(crate) mod simd;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use network::transpose16;
+pub(crate) use simd::sort_u32;
 
 /// Maps an f32 to a u32 with the same order (-0.0 just below +0.0).
 #[inline]
-pub fn f32_key(x: f32) -> u32 {
+pub(crate) fn f32_key(x: f32) -> u32 {
     let b = x.to_bits();
     if b & 0x8000_0000 != 0 {
         !b
@@ -43,7 +49,7 @@ pub fn f32_key(x: f32) -> u32 {
 
 /// The inverse of [`f32_key`].
 #[inline]
-pub fn f32_unkey(k: u32) -> f32 {
+pub(crate) fn f32_unkey(k: u32) -> f32 {
     f32::from_bits(if k & 0x8000_0000 != 0 {
         k & 0x7fff_ffff
     } else {
@@ -53,7 +59,7 @@ pub fn f32_unkey(k: u32) -> f32 {
 
 /// Maps an f64 to a u64 with the same order (-0.0 just below +0.0).
 #[inline]
-pub fn f64_key(x: f64) -> u64 {
+pub(crate) fn f64_key(x: f64) -> u64 {
     let b = x.to_bits();
     if b & 0x8000_0000_0000_0000 != 0 {
         !b
@@ -70,7 +76,7 @@ const TINY: usize = 32;
 const SMALL: usize = 96;
 
 /// Reusable buffers of the radix sort.
-pub struct Scratch<T> {
+pub(crate) struct Scratch<T> {
     tmp: Vec<T>,
 }
 
@@ -81,7 +87,7 @@ impl<T> Default for Scratch<T> {
 }
 
 /// Sorts a row's value keys ascending.
-pub fn sort_values(items: &mut [u32], scratch: &mut Scratch<u32>) {
+pub(crate) fn sort_values(items: &mut [u32], scratch: &mut Scratch<u32>) {
     if items.len() > TINY && simd::sort_u32(items, &mut scratch.tmp) {
         return;
     }
@@ -92,8 +98,8 @@ pub fn sort_values(items: &mut [u32], scratch: &mut Scratch<u32>) {
 const PACKED_MAX: usize = 1 << 14;
 
 /// The columns of a row in ascending order of their keys, ties by index,
-/// as words `prefix << ib | j` (returned: the mask of the index bits), or
-/// None where AVX-512 is missing or the row is longer than [`PACKED_MAX`].
+/// as words `prefix << ib | j` in `words`, or None where AVX-512 is missing
+/// or the row is longer than [`PACKED_MAX`].
 ///
 /// `kbits[j]` is column j's key as the bits of a positive f32, between `lo`
 /// and `hi`. The prefix is `(kbits[j] - lo) >> s`, the widest that fits
@@ -101,14 +107,14 @@ const PACKED_MAX: usize = 1 << 14;
 /// instruction of 64-bit ones). Where the shift dropped bits, words with
 /// equal prefixes are put in full key order afterwards; with 18 or more
 /// prefix bits over the row's own key range that is about 1% of them or
-/// fewer (0.9% on rows of 4608 columns, 0.1% on rows of 2048).
-pub fn order_columns(
+/// fewer.
+pub(crate) fn order_columns<'w>(
     kbits: &[u32],
     lo: u32,
     hi: u32,
-    words: &mut Vec<u32>,
+    words: &'w mut Vec<u32>,
     scratch: &mut Scratch<u32>,
-) -> Option<u32> {
+) -> Option<ColumnOrder<'w>> {
     let c = kbits.len();
     if !(2..=PACKED_MAX).contains(&c) {
         return None;
@@ -137,12 +143,37 @@ pub fn order_columns(
             words[i] = x;
         });
     }
-    Some(mask)
+    Some(ColumnOrder { words, mask })
+}
+
+/// A row's columns in the order [`order_columns`] found: one word per
+/// column, whose index bits (`mask`) are the columns 0..len, each once.
+/// Only [`order_columns`] makes one, which is what makes [`scatter`]
+/// safe.
+///
+/// [`scatter`]: ColumnOrder::scatter
+pub(crate) struct ColumnOrder<'w> {
+    words: &'w [u32],
+    mask: u32,
+}
+
+impl ColumnOrder<'_> {
+    /// `dst[j] = src[m]` for the m-th column j of the order: the m-th
+    /// smallest item of `src` goes to the m-th column drawn.
+    pub(crate) fn scatter(&self, src: &[u32], dst: &mut [u32]) {
+        let n = self.words.len();
+        assert!(src.len() == n && dst.len() == n);
+        // SAFETY: one word per column, and the index bits of the words
+        // are the distinct columns 0..n = 0..dst.len().
+        let scattered = unsafe { simd::scatter(self.words, self.mask, src, dst) };
+        // Only AVX-512 makes a ColumnOrder, and only it scatters.
+        debug_assert!(scattered);
+    }
 }
 
 /// Sorts column words `key << 32 | column`, built in column order,
 /// ascending.
-pub fn sort_keys(items: &mut [u64], scratch: &mut Scratch<u64>) {
+pub(crate) fn sort_keys(items: &mut [u64], scratch: &mut Scratch<u64>) {
     sort_by_key(items, &mut scratch.tmp, |x| (x >> 32) as u32);
 }
 
@@ -351,7 +382,7 @@ mod tests {
 
     #[test]
     fn packed_column_order_matches_the_word_sort() {
-        if !simd::available() {
+        if !cpu::available() {
             eprintln!("SKIPPED: this CPU has no AVX-512; rows use the 64-bit word sort");
             return;
         }
@@ -374,8 +405,9 @@ mod tests {
                     .collect();
                 let (lo, hi) = (*kbits.iter().min().unwrap(), *kbits.iter().max().unwrap());
                 let mut words = Vec::new();
-                let mask = order_columns(&kbits, lo, hi, &mut words, &mut Scratch::default())
+                let order = order_columns(&kbits, lo, hi, &mut words, &mut Scratch::default())
                     .expect("AVX-512 and a short row");
+                let (words, mask) = (order.words, order.mask);
                 let mut want: Vec<u64> = kbits
                     .iter()
                     .enumerate()
