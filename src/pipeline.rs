@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::onnx::patch::{Output, WriteOptions};
 use crate::onnx::payload;
-use crate::onnx::Model;
+use crate::onnx::{DataType, Model};
 use crate::plan::{self, Plan, Selection, Weight};
 use crate::report::{FileInfo, RewireReport, TensorReport, Totals};
 use crate::rewire::{self, Keys, Layout, Options, Spares, ViewIndices};
@@ -117,19 +117,19 @@ fn rewire_finite(
     spares: &Spares,
 ) -> Result<Option<(Payload, TensorReport)>> {
     let t = &model.tensors[w.tensor];
-    let scalar = payload::scalar(t)?;
+    let dtype = payload::float_type(t)?;
     let bytes = model.payload(t)?;
     let view = ViewIndices::new(&t.dims, &w.axes);
     let (rows, cols) = (w.rows as usize, w.cols as usize);
     let result = match payload::elements(t, &bytes)? {
         payload::Elements::Fixed { width: 2, .. } => {
-            fixed::<2>(bytes, scalar, view, w, opts, spares)
+            fixed::<2>(bytes, dtype, view, w, opts, spares)
         }
         payload::Elements::Fixed { width: 4, .. } => {
-            fixed::<4>(bytes, scalar, view, w, opts, spares)
+            fixed::<4>(bytes, dtype, view, w, opts, spares)
         }
         payload::Elements::Fixed { width: 8, .. } => {
-            fixed::<8>(bytes, scalar, view, w, opts, spares)
+            fixed::<8>(bytes, dtype, view, w, opts, spares)
         }
         payload::Elements::Fixed { width, .. } => {
             return Err(Error::tensor(
@@ -138,7 +138,7 @@ fn rewire_finite(
             ))
         }
         payload::Elements::Decoded(vals) => {
-            let mut keys = Keys::encode(scalar, view.clone().map(|s| vals[s]));
+            let mut keys = Keys::encode(dtype, view.clone().map(|s| vals[s]));
             if !keys.finite() {
                 return Ok(None);
             }
@@ -181,7 +181,7 @@ fn non_finite(t: &crate::onnx::Tensor) -> Error {
 /// value is NaN or infinite.
 fn fixed<const W: usize>(
     bytes: std::borrow::Cow<'_, [u8]>,
-    scalar: rewire::Scalar,
+    dtype: DataType,
     view: ViewIndices,
     w: &Weight,
     opts: &Options,
@@ -206,16 +206,16 @@ fn fixed<const W: usize>(
         }
         None => Layout::Rows,
     };
-    if in_order && W == 4 && scalar == rewire::Scalar::F32 {
+    if in_order && W == 4 && dtype == DataType::Float {
         let (words, before, after) =
             rewire::rewire_f32_le(bytes, rows, cols, layout, &w.key, opts, spares)?;
         return Some((Payload(Repr::Words(words)), before, after));
     }
     let (elements, _) = bytes.as_chunks::<W>();
     let mut keys = if in_order {
-        Keys::encode(scalar, elements.iter().map(word))
+        Keys::encode(dtype, elements.iter().map(word))
     } else {
-        Keys::encode(scalar, view.clone().map(|s| word(&elements[s])))
+        Keys::encode(dtype, view.clone().map(|s| word(&elements[s])))
     };
     if !keys.finite() {
         return None;

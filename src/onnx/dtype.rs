@@ -127,6 +127,19 @@ impl DataType {
         )
     }
 
+    /// The value of an element's bits (in the low 16, 32 or 64 bits) as
+    /// f64, exact, for the types [`DataType::is_rewirable_float`] accepts;
+    /// None for the others.
+    pub fn float_value(self, bits: u64) -> Option<f64> {
+        Some(match self {
+            DataType::Float => f32::from_bits(bits as u32) as f64,
+            DataType::Float16 => half::f16::from_bits(bits as u16).to_f64(),
+            DataType::Bfloat16 => half::bf16::from_bits(bits as u16).to_f64(),
+            DataType::Double => f64::from_bits(bits),
+            _ => return None,
+        })
+    }
+
     /// Bits per element in `raw_data`, when known.
     pub fn bits(self) -> Option<u64> {
         Some(match self.code() {

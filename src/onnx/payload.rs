@@ -8,7 +8,6 @@ use super::dtype::{DataType, PackedField};
 use super::model::{Storage, Tensor};
 use super::wire::{read_varint, write_varint};
 use crate::error::{Error, Result};
-use crate::rewire::Scalar;
 
 /// How one element is laid out in a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,20 +147,17 @@ fn varint_values(bytes: &[u8]) -> Vec<u64> {
     out
 }
 
-/// The element type of a float tensor, for the rewiring math.
-pub fn scalar(t: &Tensor) -> Result<Scalar> {
-    Ok(match t.dtype {
-        DataType::Float => Scalar::F32,
-        DataType::Double => Scalar::F64,
-        DataType::Float16 => Scalar::F16,
-        DataType::Bfloat16 => Scalar::Bf16,
-        dtype => {
-            return Err(Error::tensor(
-                &t.name,
-                format!("{dtype} values cannot be rewired"),
-            ))
-        }
-    })
+/// The element type of a float tensor, checked to be one the rewiring
+/// handles.
+pub fn float_type(t: &Tensor) -> Result<DataType> {
+    if t.dtype.is_rewirable_float() {
+        Ok(t.dtype)
+    } else {
+        Err(Error::tensor(
+            &t.name,
+            format!("{} values cannot be rewired", t.dtype),
+        ))
+    }
 }
 
 /// A float payload's elements as bit patterns, by storage index.
@@ -208,11 +204,9 @@ impl Elements<'_> {
 /// The elements of a float tensor's payload, checked against its dims.
 pub fn elements<'a>(t: &Tensor, bytes: &'a [u8]) -> Result<Elements<'a>> {
     let enc = encoding(t).ok_or_else(|| Error::tensor(&t.name, "elements are not addressable"))?;
-    let width = match scalar(t)? {
-        Scalar::F32 => 4,
-        Scalar::F64 => 8,
-        Scalar::F16 | Scalar::Bf16 => 2,
-    };
+    let width = float_type(t)?
+        .byte_width()
+        .expect("float types have whole-byte elements");
     let e = match enc {
         Encoding::Fixed(w) if w == width && bytes.len().is_multiple_of(w) => {
             Elements::Fixed { bytes, width }
@@ -236,9 +230,11 @@ pub fn elements<'a>(t: &Tensor, bytes: &'a [u8]) -> Result<Elements<'a>> {
 
 /// Decodes a float tensor's values as f64 (exact for every supported type).
 pub fn decode_f64(t: &Tensor, bytes: &[u8]) -> Result<Vec<f64>> {
-    let s = scalar(t)?;
+    let dtype = float_type(t)?;
     let e = elements(t, bytes)?;
-    Ok((0..e.len()).map(|i| s.value(e.get(i))).collect())
+    Ok((0..e.len())
+        .filter_map(|i| dtype.float_value(e.get(i)))
+        .collect())
 }
 
 /// Whether every value of a float tensor is finite, without decoding the
@@ -257,12 +253,11 @@ pub fn all_finite(t: &Tensor, bytes: &[u8]) -> Result<bool> {
             })
         })
     }
-    let s = scalar(t)?;
-    let exponent: u64 = match s {
-        Scalar::F32 => 0x7f80_0000,
-        Scalar::F64 => 0x7ff0_0000_0000_0000,
-        Scalar::F16 => 0x7c00,
-        Scalar::Bf16 => 0x7f80,
+    let exponent: u64 = match float_type(t)? {
+        DataType::Float => 0x7f80_0000,
+        DataType::Double => 0x7ff0_0000_0000_0000,
+        DataType::Float16 => 0x7c00,
+        _ => 0x7f80, // bfloat16
     };
     Ok(match elements(t, bytes)? {
         Elements::Fixed { bytes, width: 4 } => none_all_ones::<4>(bytes, exponent),

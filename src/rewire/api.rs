@@ -6,7 +6,8 @@
 //! the same matrix rewiring inside the thread pool.
 
 use super::draws::tensor_seed;
-use super::keys::{Keys, Scalar};
+use super::keys::Keys;
+use crate::onnx::DataType;
 use super::matrix::rewire_matrix;
 use super::options::{Layout, Options};
 use super::strength::Strength;
@@ -37,7 +38,7 @@ pub fn rewire_values(
     let rows = dims.get(axes[0]).copied().unwrap_or(1) as usize;
     let cols = values.len().checked_div(rows).unwrap_or(0);
     let view = ViewIndices::new(dims, axes);
-    let mut keys = Keys::encode(Scalar::F64, view.clone().map(|s| values[s].to_bits()));
+    let mut keys = Keys::encode(DataType::Double, view.clone().map(|s| values[s].to_bits()));
     let (before, after) = rewire_keys(&mut keys, rows, cols, key, opts);
     let mut out = vec![0f64; values.len()];
     let mut dst = view;

@@ -4,6 +4,7 @@
 //! the result a bitwise permutation of the input whatever the element
 //! type.
 
+use crate::onnx::DataType;
 use crate::sort::{f32_key, f32_unkey, f64_key};
 
 use super::handoff::{fill_f32_keys, fill_f32_keys_rows};
@@ -11,30 +12,11 @@ use super::strength::Strength;
 #[cfg(test)]
 use super::{strength::strength_by, transpose::decode_f32};
 
-/// The element types rewiring supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scalar {
-    /// IEEE 754 single precision.
-    F32,
-    /// IEEE 754 half precision.
-    F16,
-    /// bfloat16: the upper half of an f32.
-    Bf16,
-    /// IEEE 754 double precision.
-    F64,
-}
-
-impl Scalar {
-    /// The value of an element's bits (in the low 16, 32 or 64 bits) as
-    /// f64, exact for every type.
-    pub(crate) fn value(self, bits: u64) -> f64 {
-        match self {
-            Scalar::F32 => f32::from_bits(bits as u32) as f64,
-            Scalar::F16 => half::f16::from_bits(bits as u16).to_f64(),
-            Scalar::Bf16 => half::bf16::from_bits(bits as u16).to_f64(),
-            Scalar::F64 => f64::from_bits(bits),
-        }
-    }
+/// Keys are made only of the float types of 16 bits or more
+/// ([`DataType::is_rewirable_float`]); the planner never selects others.
+#[cold]
+fn unsupported(dtype: DataType) -> ! {
+    panic!("rewiring does not handle {dtype} elements")
 }
 
 /// A tensor's values as order keys, and the way back to each element's
@@ -50,7 +32,7 @@ impl Scalar {
 pub(crate) struct Keys {
     /// One key per element, in the order the elements were given.
     pub(crate) keys: Vec<u32>,
-    scalar: Scalar,
+    dtype: DataType,
     /// Values and bit patterns by rank, for rank keys.
     table: Option<(Vec<f64>, Vec<u64>)>,
     finite: bool,
@@ -58,8 +40,8 @@ pub(crate) struct Keys {
 
 impl Keys {
     /// Keys of elements given as bit patterns (the low 16, 32 or 64 bits
-    /// of each word, by `scalar`).
-    pub(crate) fn encode<I>(scalar: Scalar, bits: I) -> Keys
+    /// of each word, by `dtype`).
+    pub(crate) fn encode<I>(dtype: DataType, bits: I) -> Keys
     where
         I: Iterator<Item = u64> + Clone,
     {
@@ -82,41 +64,42 @@ impl Keys {
             (!inexact, !infinite)
         }
         let b = bits.clone();
-        let (exact, finite) = match scalar {
-            Scalar::F32 => narrow(
+        let (exact, finite) = match dtype {
+            DataType::Float => narrow(
                 b,
                 &mut keys,
                 |b| f32::from_bits(b as u32),
                 |v| v.to_bits() as u64,
             ),
-            Scalar::F16 => narrow(
+            DataType::Float16 => narrow(
                 b,
                 &mut keys,
                 |b| half::f16::from_bits(b as u16).to_f32(),
                 |v| half::f16::from_f32(v).to_bits() as u64,
             ),
-            Scalar::Bf16 => narrow(
+            DataType::Bfloat16 => narrow(
                 b,
                 &mut keys,
                 |b| half::bf16::from_bits(b as u16).to_f32(),
                 |v| half::bf16::from_f32(v).to_bits() as u64,
             ),
-            Scalar::F64 => narrow(
+            DataType::Double => narrow(
                 b,
                 &mut keys,
                 |b| f64::from_bits(b) as f32,
                 |v| (v as f64).to_bits(),
             ),
+            other => unsupported(other),
         };
         if exact {
             return Keys {
                 keys,
-                scalar,
+                dtype,
                 table: None,
                 finite,
             };
         }
-        let value = |b: u64| scalar.value(b);
+        let value = |b: u64| dtype.float_value(b).unwrap_or_else(|| unsupported(dtype));
         let mut by_value: Vec<(u64, u64, u32)> = bits
             .enumerate()
             .map(|(i, b)| (f64_key(value(b)), b, i as u32))
@@ -131,14 +114,14 @@ impl Keys {
         }
         Keys {
             keys,
-            scalar,
+            dtype,
             table: Some((vals, raw)),
             finite,
         }
     }
 
     /// Keys of an f32 payload given as little-endian bytes: the same as
-    /// [`Keys::encode`] with [`Scalar::F32`] (every f32 survives the round
+    /// [`Keys::encode`] with [`DataType::Float`] (every f32 survives the round
     /// trip), in a plain loop over the bytes that vectorises; into `buf`,
     /// whose contents are dropped and whose memory is reused (a buffer from
     /// [`Spares::words`](super::Spares::words)).
@@ -149,7 +132,7 @@ impl Keys {
         let infinite = fill_f32_keys(words, &mut keys);
         Keys {
             keys,
-            scalar: Scalar::F32,
+            dtype: DataType::Float,
             table: None,
             finite: !infinite,
         }
@@ -171,7 +154,7 @@ impl Keys {
         let (strength, infinite) = fill_f32_keys_rows(words, &mut keys, rows, cols);
         let keys = Keys {
             keys,
-            scalar: Scalar::F32,
+            dtype: DataType::Float,
             table: None,
             finite: !infinite,
         };
@@ -202,19 +185,20 @@ impl Keys {
         if let Some((_, raw)) = &self.table {
             return each(&self.keys, |k| raw[k as usize], &mut f);
         }
-        match self.scalar {
-            Scalar::F32 => each(&self.keys, |k| f32_unkey(k).to_bits() as u64, &mut f),
-            Scalar::F16 => each(
+        match self.dtype {
+            DataType::Float => each(&self.keys, |k| f32_unkey(k).to_bits() as u64, &mut f),
+            DataType::Float16 => each(
                 &self.keys,
                 |k| half::f16::from_f32(f32_unkey(k)).to_bits() as u64,
                 &mut f,
             ),
-            Scalar::Bf16 => each(
+            DataType::Bfloat16 => each(
                 &self.keys,
                 |k| half::bf16::from_f32(f32_unkey(k)).to_bits() as u64,
                 &mut f,
             ),
-            Scalar::F64 => each(&self.keys, |k| (f32_unkey(k) as f64).to_bits(), &mut f),
+            DataType::Double => each(&self.keys, |k| (f32_unkey(k) as f64).to_bits(), &mut f),
+            other => unsupported(other),
         }
     }
 }
@@ -242,7 +226,7 @@ impl Keys {
     /// Whether the keys are f32 values' own keys, so that each gives back
     /// its element's bits by [`f32_unkey`] alone.
     fn is_plain_f32(&self) -> bool {
-        self.scalar == Scalar::F32 && self.table.is_none()
+        self.dtype == DataType::Float && self.table.is_none()
     }
 
     /// Row and column strengths of the keys as a row-major matrix.
@@ -281,7 +265,7 @@ mod tests {
     #[test]
     fn keys_give_back_every_bit() {
         let f16s: Vec<u64> = [0x0000u64, 0x8000, 0x0001, 0x3c00, 0xfbff, 0x7c00, 0x7e01].to_vec();
-        let k = Keys::encode(Scalar::F16, f16s.iter().copied());
+        let k = Keys::encode(DataType::Float16, f16s.iter().copied());
         let mut back = vec![0; f16s.len()];
         k.for_each_bits(|i, b| back[i] = b);
         assert_eq!(back, f16s);
@@ -290,7 +274,7 @@ mod tests {
             .iter()
             .map(|v| v.to_bits())
             .collect();
-        let k = Keys::encode(Scalar::F64, f64s.iter().copied());
+        let k = Keys::encode(DataType::Double, f64s.iter().copied());
         let mut back = vec![0; f64s.len()];
         k.for_each_bits(|i, b| back[i] = b);
         assert_eq!(back, f64s);
@@ -307,7 +291,7 @@ mod tests {
         for n in [5usize, PARALLEL_MIN * 2 + 3] {
             let mut words: Vec<u32> = (0..n).map(|_| rng.random::<u32>() & 0xbfff_ffff).collect();
             words[1] = (-0.0f32).to_bits();
-            let keys = Keys::encode(Scalar::F32, words.iter().map(|&w| w as u64));
+            let keys = Keys::encode(DataType::Float, words.iter().map(|&w| w as u64));
             let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
             let from_bytes = Keys::from_f32_le(&bytes);
             assert_eq!(from_bytes.keys, keys.keys);
@@ -343,7 +327,7 @@ mod tests {
         // Rows without columns: no keys, and no panic.
         let (empty, _) = Keys::from_f32_le_rows_in(&[], Vec::new(), 3, 0);
         assert!(empty.keys.is_empty() && empty.finite());
-        let f16 = Keys::encode(Scalar::F16, [0x3c00u64].into_iter());
+        let f16 = Keys::encode(DataType::Float16, [0x3c00u64].into_iter());
         assert!(f16.into_bits32().is_err());
     }
 }

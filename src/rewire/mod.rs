@@ -38,7 +38,6 @@ pub(crate) use api::rewire_keys_in;
 pub use api::{rewire_f32_le, rewire_values, Outcome};
 pub use draws::tensor_seed;
 pub(crate) use keys::Keys;
-pub use keys::Scalar;
 pub use options::{Layout, Method, Options, DEFAULT_SEED};
 pub use reference::{pa_rewire, pass, stabilize};
 pub use strength::{strength, Strength};

@@ -6,7 +6,8 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::keys::{Keys, Scalar};
+use super::keys::Keys;
+use crate::onnx::DataType;
 use super::matrix::{rewire_matrix, stabilize_by};
 use super::options::{Layout, Method, Options};
 use super::pass::pass_keys;
@@ -14,7 +15,7 @@ use super::workspace::Workspace;
 
 /// Keys of f64 values, and the way back.
 fn f64_keys(vals: &[f64]) -> Keys {
-    Keys::encode(Scalar::F64, vals.iter().map(|v| v.to_bits()))
+    Keys::encode(DataType::Double, vals.iter().map(|v| v.to_bits()))
 }
 
 /// The elements' bits of `keys`, as f64s, into `vals`.

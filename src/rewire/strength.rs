@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::sort::cpu::avx2_or_baseline;
 
 use super::PARALLEL_MIN;
+pub(super) use crate::stats::std_dev;
 
 /// Standard deviations (population, like numpy's default) of the row and
 /// column strengths of a matrix.
@@ -121,17 +122,3 @@ fn lane_sum<T>(xs: &[T], value: impl Fn(&T) -> f64) -> f64 {
     chunks.remainder().iter().map(value).sum::<f64>() + lanes.iter().sum::<f64>()
 }
 
-/// Population standard deviation.
-pub(super) fn std_dev(xs: &[f64]) -> f64 {
-    variance(xs).sqrt()
-}
-
-/// Population variance (numpy's default).
-fn variance(xs: &[f64]) -> f64 {
-    if xs.is_empty() {
-        return 0.0;
-    }
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n
-}
