@@ -9,12 +9,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::dtype::{DataType, PackedField};
 use super::external::ExternalStore;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The bytes of a model file: mapped from disk, or owned (tests, generated
 /// models).
@@ -318,45 +318,6 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Maps and parses a model file; external data is resolved next to it.
-    pub fn open(path: &Path) -> Result<Model> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io("cannot stat", path, e))?;
-        if !meta.is_file() {
-            return Err(Error::io(
-                "cannot read",
-                path,
-                std::io::Error::other("not a regular file"),
-            ));
-        }
-        let bytes = if meta.len() == 0 {
-            Bytes::Owned(Vec::new())
-        } else {
-            // SAFETY: the map is read-only; a file truncated by another
-            // process while mapped is outside what any reader can guard
-            // against, as for every memory-mapped tool.
-            // Every byte is read (parsing, then the payloads), so the pages
-            // are mapped up front in one call rather than faulted in one
-            // at a time (about 10 ms for a 47 MB file on this VM).
-            Bytes::Mapped(
-                unsafe { memmap2::MmapOptions::new().populate().map(&file) }
-                    .map_err(|e| Error::io("cannot map", path, e))?,
-            )
-        };
-        super::parse::parse(
-            bytes,
-            Some(path.to_path_buf()),
-            crate::fs::parent_dir(path),
-        )
-    }
-
-    /// Parses model bytes held in memory; `dir` is where external data lives.
-    pub fn from_bytes(bytes: Vec<u8>, dir: &Path) -> Result<Model> {
-        super::parse::parse(Bytes::Owned(bytes), None, dir)
-    }
-
     /// The payload bytes of a tensor (from the model or its external file).
     pub fn payload(&self, t: &Tensor) -> Result<Cow<'_, [u8]>> {
         match &t.storage {
