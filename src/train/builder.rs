@@ -91,10 +91,7 @@ pub fn build_training_graph(
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map_or(1, |o| o.version);
     if opset < 13 {
-        return Err(TrainError::Model(format!(
-            "the model uses opset {opset}; the training graph needs opset 13 or later \
-             (hint: convert it with onnx.version_converter)"
-        )));
+        return Err(TrainError::OldOpset { opset });
     }
     if graph.output.is_empty() {
         return Err(TrainError::Model("the model has no outputs".into()));

@@ -35,17 +35,36 @@ pub enum TrainError {
     /// The model is valid ONNX but outside what the builder handles.
     #[error("{0}")]
     Model(String),
+    /// The model imports a default-domain opset older than 13.
+    #[error("the model uses opset {opset}; the training graph needs opset 13 or later")]
+    OldOpset {
+        /// The opset version the model imports.
+        opset: i64,
+    },
     /// A graph input has a dimension without a value.
-    #[error("input `{input}` has the dynamic dimension `{dim}`; hint: give a batch size so the training graph gets static shapes")]
-    DynamicInput { input: String, dim: String },
+    #[error("input `{input}` has the dynamic dimension `{dim}`")]
+    DynamicInput {
+        /// The input's name.
+        input: String,
+        /// The name of the dimension (`?` when it has none).
+        dim: String,
+    },
     /// An operator on the path from a trainable tensor to the loss has no gradient rule.
     #[error("node `{node}` ({op}): no gradient rule for this operator, and it lies between a trainable tensor and the loss")]
-    UnsupportedOp { node: String, op: String },
+    UnsupportedOp {
+        /// The node's name (or a description of an unnamed node).
+        node: String,
+        /// The operator.
+        op: String,
+    },
     /// A node the builder understands, with attributes or inputs it cannot handle.
     #[error("node `{node}` ({op}): {msg}")]
     Node {
+        /// The node's name (or a description of an unnamed node).
         node: String,
+        /// The operator.
         op: String,
+        /// What is wrong with it.
         msg: String,
     },
     /// The backend could not load or run the training graph.
@@ -54,6 +73,19 @@ pub enum TrainError {
     /// Running the training graph failed outside the backend.
     #[error("running the training graph: {0}")]
     Run(String),
+}
+
+impl TrainError {
+    /// What the user can do about the error, where one thing helps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            TrainError::OldOpset { .. } => Some("convert it with onnx.version_converter".into()),
+            TrainError::DynamicInput { .. } => {
+                Some("give a batch size so the training graph gets static shapes".into())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The loss appended to the model's first output.
