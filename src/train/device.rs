@@ -28,16 +28,26 @@ const F32: i32 = 1;
 /// hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DeviceOptimizer {
+    /// As [`super::Sgd`].
     Sgd {
+        /// Learning rate.
         lr: f32,
+        /// Momentum factor (0 for plain SGD).
         momentum: f32,
+        /// L2 penalty added to the gradient.
         weight_decay: f32,
     },
+    /// As [`super::AdamW`].
     AdamW {
+        /// Learning rate.
         lr: f32,
+        /// Decay rate of the first-moment estimate.
         beta1: f32,
+        /// Decay rate of the second-moment estimate.
         beta2: f32,
+        /// Added to the denominator for numerical stability.
         eps: f32,
+        /// Decoupled weight decay, scaled by the learning rate.
         weight_decay: f32,
     },
 }

@@ -101,6 +101,7 @@ pub enum LossKind {
 /// How to build the training graph.
 #[derive(Clone, Debug)]
 pub struct TrainGraphOptions {
+    /// The loss appended to the model's first output.
     pub loss: LossKind,
     /// Value for every input dimension the model leaves symbolic.
     pub batch_size: Option<i64>,
@@ -150,7 +151,9 @@ impl Default for TrainGraphOptions {
 /// A trainable tensor: a graph input of the training graph.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainTensor {
+    /// The initializer's name, now a graph input.
     pub name: String,
+    /// Its dimensions.
     pub shape: Vec<i64>,
     /// The value the forward model stored for it.
     pub init: Vec<f32>,
@@ -161,18 +164,24 @@ pub struct TrainTensor {
 /// A BatchNormalization running statistic: fed in as `input`, returned updated as `output`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunningStat {
+    /// The graph input holding the statistic before the step.
     pub input: String,
+    /// The graph output holding it after the step.
     pub output: String,
+    /// Its dimensions (`[C]`).
     pub shape: Vec<i64>,
+    /// The value the forward model stored for it.
     pub init: Vec<f32>,
 }
 
 /// A data input of the training graph (the model's own inputs and the labels).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataInput {
+    /// The input's name.
     pub name: String,
     /// ONNX element type (1 = float, 7 = int64).
     pub elem_type: i32,
+    /// Its dimensions, all static.
     pub shape: Vec<i64>,
 }
 
@@ -187,7 +196,9 @@ pub struct TrainingGraph {
     pub labels: String,
     /// Name of the scalar loss output.
     pub loss: String,
+    /// The trainable tensors, in order of first use.
     pub params: Vec<TrainTensor>,
+    /// The BatchNormalization running statistics the step updates.
     pub running_stats: Vec<RunningStat>,
 }
 
