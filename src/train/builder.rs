@@ -10,13 +10,14 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
-use crate::onnx::pb::{DataType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+use crate::onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 
+use super::dtype::{is_float, F32, I64};
 use super::grad::{backward, is_non_differentiable};
-use super::ir::{
-    af, ai, aints, attr_f, attr_i, decode_f32, input_type, is_float, label, node_err, value_info,
-    Graph, Info, Result, F32, I64,
-};
+use super::ir::{Graph, Info};
+use super::node::{node_err, NodeExt};
+use super::proto::{decode_f32, input_type, value_info, Attr};
+use super::Result;
 use super::{
     DataInput, GraphTarget, LossKind, RunningStat, TrainError, TrainGraphOptions, TrainTensor,
     TrainingGraph,
@@ -150,7 +151,7 @@ fn param_slots(n: &NodeProto, producers: &HashMap<&str, &str>) -> &'static [usiz
 /// tensors read by Gather, such as lookup constants, stay frozen.
 fn embedding_table(n: &NodeProto, t: &crate::onnx::pb::TensorProto) -> bool {
     let r = t.dims.len() as i64;
-    let axis = attr_i(n, "axis", 0);
+    let axis = n.int_attr("axis", 0);
     r >= 2 && (axis == 0 || axis == -r)
 }
 
@@ -382,24 +383,26 @@ impl<'a> Builder<'a> {
         // training mode, which tract refuses to run; ORT and tract both
         // draw from a seeded generator that advances with every run.
         let x = n.input[0].clone();
-        let mut attrs = vec![ai("dtype", F32 as i64)];
+        let mut attrs = vec![Attr::int("dtype", F32 as i64)];
         if let Some(seed) = self.opts.dropout_seed {
             self.dropouts += 1;
-            attrs.push(af("seed", (seed + self.dropouts) as f32));
+            attrs.push(Attr::float("seed", (seed + self.dropouts) as f32));
         }
         // Static shapes allow RandomUniform, which tract parses more reliably than the Like form.
-        attrs.push(aints("shape", &self.g.shape(&x)?));
+        attrs.push(Attr::ints("shape", &self.g.shape(&x)?));
         let u = self.g.op("RandomUniform", &[], attrs)?;
         let r = self.g.scalar(ratio as f32);
         let keep = self.g.op("GreaterOrEqual", &[&u, &r], vec![])?;
-        let m = self.g.op("Cast", &[&keep], vec![ai("to", F32 as i64)])?;
+        let m = self
+            .g
+            .op("Cast", &[&keep], vec![Attr::int("to", F32 as i64)])?;
         let scale = self.g.scalar((1.0 / (1.0 - ratio)) as f32);
         let ms = self.g.op("Mul", &[&m, &scale], vec![])?;
         if let Some(mask) = n.output.get(1).filter(|s| !s.is_empty()) {
             self.g.push(NodeProto {
                 input: vec![keep],
                 output: vec![mask.clone()],
-                name: format!("{}/mask", label(n)),
+                name: format!("{}/mask", n.label()),
                 op_type: "Identity".into(),
                 ..Default::default()
             })?;
@@ -424,8 +427,8 @@ impl<'a> Builder<'a> {
             return Err(node_err(n, format!("input {xs:?} has no channel axis")));
         }
         let c = xs[1];
-        let eps = attr_f(n, "epsilon", 1e-5);
-        let momentum = attr_f(n, "momentum", 0.9);
+        let eps = n.float_attr("epsilon", 1e-5);
+        let momentum = n.float_attr("momentum", 0.9);
         let axes: Vec<i64> = std::iter::once(0).chain(2..r as i64).collect();
         let count: i64 = xs.iter().product::<i64>() / c;
         let mut bshape = vec![1; r];
@@ -444,7 +447,7 @@ impl<'a> Builder<'a> {
         let var_c = g.reshape(&var, &[c])?;
         let output = NodeProto {
             output: vec![n.output[0].clone()],
-            name: format!("{}/output", label(n)),
+            name: format!("{}/output", n.label()),
             ..Default::default()
         };
         if self.opts.target == GraphTarget::OnnxRuntime {
@@ -459,7 +462,7 @@ impl<'a> Builder<'a> {
                     var_c.clone(),
                 ],
                 op_type: "BatchNormalization".into(),
-                attribute: vec![af("epsilon", eps)],
+                attribute: vec![Attr::float("epsilon", eps)],
                 ..output
             })?;
         } else {
@@ -483,7 +486,7 @@ impl<'a> Builder<'a> {
                 g.push(NodeProto {
                     input: vec![old, new],
                     output: vec![out.clone()],
-                    name: format!("{}/update_{stat}", label(n)),
+                    name: format!("{}/update_{stat}", n.label()),
                     op_type: "Add".into(),
                     ..Default::default()
                 })?;
@@ -515,11 +518,11 @@ impl<'a> Builder<'a> {
         let g = &mut self.g;
         let x = n.input[0].clone();
         let r = g.rank(&x)? as i64;
-        let a = attr_i(n, "axis", -1);
+        let a = n.int_attr("axis", -1);
         let a = if a < 0 { a + r } else { a };
         let axes: Vec<i64> = (a..r).collect();
-        let stash = attr_i(n, "stash_type", 1);
-        let (xhat, invstd) = if g.info(&x)?.dtype == F32 && stash == DataType::Float as i64 {
+        let stash = n.int_attr("stash_type", 1);
+        let (xhat, invstd) = if g.info(&x)?.dtype == F32 && stash == F32 as i64 {
             // The fused node, asked for its optional Mean and InvStdDev
             // outputs: three nodes instead of ten, and each node costs the
             // runtime a dispatch however small its tensors are.
@@ -531,7 +534,7 @@ impl<'a> Builder<'a> {
             let xc = g.op("Sub", &[&x, &mean], vec![])?;
             (g.op("Mul", &[&xc, &invstd], vec![])?, invstd)
         } else {
-            let m = moments(g, &x, &axes, attr_f(n, "epsilon", 1e-5))?;
+            let m = moments(g, &x, &axes, n.float_attr("epsilon", 1e-5))?;
             let xhat = g.op("Mul", &[&m.xc, &m.invstd], vec![])?;
             let has_bias = n.input.get(2).is_some_and(|s| !s.is_empty());
             let (op, ins) = if has_bias {
@@ -543,7 +546,7 @@ impl<'a> Builder<'a> {
             g.push(NodeProto {
                 input: ins,
                 output: vec![n.output[0].clone()],
-                name: format!("{}/output", label(n)),
+                name: format!("{}/output", n.label()),
                 op_type: op.into(),
                 ..Default::default()
             })?;
@@ -591,9 +594,9 @@ impl<'a> Builder<'a> {
                     shape: vec![nb],
                 };
                 g.add_input("labels", I64, vec![nb]);
-                let lsm = g.op("LogSoftmax", &[logits], vec![ai("axis", 1)])?;
+                let lsm = g.op("LogSoftmax", &[logits], vec![Attr::int("axis", 1)])?;
                 let lab2 = g.reshape("labels", &[nb, 1])?;
-                let picked = g.op("GatherElements", &[&lsm, &lab2], vec![ai("axis", 1)])?;
+                let picked = g.op("GatherElements", &[&lsm, &lab2], vec![Attr::int("axis", 1)])?;
                 let mean = g.reduce("ReduceMean", &picked, &[0, 1], false)?;
                 g.push(NodeProto {
                     input: vec![mean],
@@ -608,7 +611,7 @@ impl<'a> Builder<'a> {
                 let range = g.const_i64(&classes);
                 let range = g.reshape(&range, &[1, k])?;
                 let eq = g.op("Equal", &[&lab2, &range], vec![])?;
-                let onehot = g.op("Cast", &[&eq], vec![ai("to", F32 as i64)])?;
+                let onehot = g.op("Cast", &[&eq], vec![Attr::int("to", F32 as i64)])?;
                 let d = g.op("Sub", &[&p, &onehot], vec![])?;
                 let s = g.scalar(1.0 / nb as f32);
                 let gl = g.op("Mul", &[&d, &s], vec![])?;
@@ -778,7 +781,7 @@ impl<'a> Builder<'a> {
                 let affine = g.op(
                     "BatchNormalization",
                     &[gy, &scale, &shift, &zero, &one],
-                    vec![af("epsilon", 0.0)],
+                    vec![Attr::float("epsilon", 0.0)],
                 )?;
                 let c2 = g.op("Mul", &[k, &a2], vec![])?;
                 let t = g.op("Mul", &[xc, &c2], vec![])?;

@@ -16,13 +16,12 @@ use ::ort::session::Session;
 use ::ort::value::{DynValue, Tensor};
 use prost::Message;
 
-use super::ir::{tensor_f32, value_info};
+use super::dtype::F32;
+use super::proto::{tensor_f32, value_info};
 use super::{TrainError, TrainingGraph};
 use crate::backend::ort::{raw_session, to_ort};
 use crate::backend::{BackendKind, BackendOptions, HostTensor};
 use crate::onnx::pb::{ModelProto, NodeProto};
-
-const F32: i32 = 1;
 
 /// The update rules of [`super::Sgd`] and [`super::AdamW`], with their
 /// hyper-parameters.

@@ -9,11 +9,12 @@
 
 use crate::onnx::pb::NodeProto;
 
-use super::ir::{
-    af, ai, aints, astr, attr_f, attr_i, attr_ints, attr_s, geometry, node_err, swap_last, Geom,
-    Graph, Result, F32, I64,
-};
-use super::TrainError;
+use super::dtype::{F32, I64};
+use super::geometry::{geometry, normalize_axis, swap_last, Geom};
+use super::ir::Graph;
+use super::node::{node_err, NodeExt};
+use super::proto::Attr;
+use super::{Result, TrainError};
 
 type Grads = Vec<Option<String>>;
 
@@ -75,7 +76,7 @@ pub(crate) fn backward(
         "Identity" => res[0] = Some(gy.to_string()),
         "Cast" => {
             let dt = g.info(&n.input[0])?.dtype;
-            res[0] = Some(g.op("Cast", &[gy], vec![ai("to", dt as i64)])?);
+            res[0] = Some(g.op("Cast", &[gy], vec![Attr::int("to", dt as i64)])?);
         }
         "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => {
             let s = g.shape(&inp(0))?;
@@ -92,7 +93,7 @@ pub(crate) fn backward(
             res[0] = Some(mask_grad(g, &mask, gy)?);
         }
         "LeakyRelu" => {
-            let alpha = g.scalar(attr_f(n, "alpha", 0.01));
+            let alpha = g.scalar(n.float_attr("alpha", 0.01));
             let zero = g.scalar(0.0);
             let mask = g.op("Greater", &[&inp(0), &zero], vec![])?;
             let neg = g.op("Mul", &[gy, &alpha], vec![])?;
@@ -146,7 +147,7 @@ pub(crate) fn backward(
         }
         "Softmax" => {
             let r = g.rank(&out(0))? as i64;
-            let axis = norm(attr_i(n, "axis", -1), r);
+            let axis = normalize_axis(n.int_attr("axis", -1), r);
             let p = g.op("Mul", &[gy, &out(0)], vec![])?;
             let s = g.reduce("ReduceSum", &p, &[axis], true)?;
             let d = g.op("Sub", &[gy, &s], vec![])?;
@@ -154,7 +155,7 @@ pub(crate) fn backward(
         }
         "LogSoftmax" => {
             let r = g.rank(&out(0))? as i64;
-            let axis = norm(attr_i(n, "axis", -1), r);
+            let axis = normalize_axis(n.int_attr("axis", -1), r);
             let s = g.reduce("ReduceSum", gy, &[axis], true)?;
             let p = g.op("Exp", &[&out(0)], vec![])?;
             let t = g.op("Mul", &[&p, &s], vec![])?;
@@ -172,7 +173,7 @@ pub(crate) fn backward(
                         .filter(|s| !s.is_empty())
                         .and_then(|r| g.known(r))
                         .map_or(0.5, |k| k.vals[0]);
-                    let m = g.op("Cast", &[&out(1)], vec![ai("to", F32 as i64)])?;
+                    let m = g.op("Cast", &[&out(1)], vec![Attr::int("to", F32 as i64)])?;
                     let s = g.scalar((1.0 / (1.0 - ratio)) as f32);
                     let ms = g.op("Mul", &[&m, &s], vec![])?;
                     g.op("Mul", &[gy, &ms], vec![])?
@@ -189,7 +190,9 @@ pub(crate) fn backward(
         "Gemm" => gemm(g, n, gy, needs, &mut res)?,
         "Transpose" => {
             let r = g.rank(&inp(0))? as i64;
-            let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..r).rev().collect());
+            let perm = n
+                .ints_attr("perm")
+                .unwrap_or_else(|| (0..r).rev().collect());
             let mut inv = vec![0; perm.len()];
             for (i, &p) in perm.iter().enumerate() {
                 inv[p as usize] = i as i64;
@@ -198,14 +201,19 @@ pub(crate) fn backward(
         }
         "Concat" => {
             let r = g.rank(&out(0))? as i64;
-            let axis = norm(attr_i(n, "axis", 0), r);
+            let axis = normalize_axis(n.int_attr("axis", 0), r);
             let sizes: Vec<i64> = n
                 .input
                 .iter()
                 .map(|i| g.shape(i).map(|s| s[axis as usize]))
                 .collect::<Result<_>>()?;
             let split = g.const_i64(&sizes);
-            let parts = g.op_n("Split", &[gy, &split], sizes.len(), vec![ai("axis", axis)])?;
+            let parts = g.op_n(
+                "Split",
+                &[gy, &split],
+                sizes.len(),
+                vec![Attr::int("axis", axis)],
+            )?;
             for (i, p) in parts.into_iter().enumerate() {
                 if need(i) {
                     res[i] = Some(p);
@@ -248,7 +256,7 @@ pub(crate) fn backward(
             if n.output.len() < 2 || n.output[1].is_empty() {
                 return Err(node_err(n, "MaxPool gradient needs the Indices output"));
             }
-            if attr_i(n, "storage_order", 0) != 0 {
+            if n.int_attr("storage_order", 0) != 0 {
                 return Err(node_err(
                     n,
                     "MaxPool gradient with storage_order=1 is not supported",
@@ -268,14 +276,14 @@ pub(crate) fn backward(
             let s = g.op(
                 "ScatterElements",
                 &[&z, &flat_i, &flat_g],
-                vec![ai("axis", 0), astr("reduction", "add")],
+                vec![Attr::int("axis", 0), Attr::string("reduction", "add")],
             )?;
             res[0] = Some(g.reshape(&s, &xs)?);
         }
         "AveragePool" => res[0] = Some(average_pool(g, n, gy)?),
         _ => {
             return Err(TrainError::UnsupportedOp {
-                node: super::ir::label(n),
+                node: n.label(),
                 op: n.op_type.clone(),
             })
         }
@@ -292,21 +300,13 @@ pub(crate) fn backward(
 /// scalar branch through its general broadcasting loop, slower than a Cast
 /// and a Mul together; the two differ only where `gy` is not finite.
 fn mask_grad(g: &mut Graph, mask: &str, gy: &str) -> Result<String> {
-    let m = g.op("Cast", &[mask], vec![ai("to", F32 as i64)])?;
+    let m = g.op("Cast", &[mask], vec![Attr::int("to", F32 as i64)])?;
     g.op("Mul", &[gy, &m], vec![])
-}
-
-fn norm(a: i64, r: i64) -> i64 {
-    if a < 0 {
-        a + r
-    } else {
-        a
-    }
 }
 
 fn split(g: &mut Graph, n: &NodeProto, gys: &[Option<String>], res: &mut Grads) -> Result<()> {
     let xs = g.shape(&n.input[0])?;
-    let axis = norm(attr_i(n, "axis", 0), xs.len() as i64);
+    let axis = normalize_axis(n.int_attr("axis", 0), xs.len() as i64);
     let mut parts = vec![];
     for (i, o) in n.output.iter().enumerate() {
         parts.push(match gys.get(i).cloned().flatten() {
@@ -318,7 +318,7 @@ fn split(g: &mut Graph, n: &NodeProto, gys: &[Option<String>], res: &mut Grads) 
         });
     }
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    res[0] = Some(g.op("Concat", &refs, vec![ai("axis", axis)])?);
+    res[0] = Some(g.op("Concat", &refs, vec![Attr::int("axis", axis)])?);
     Ok(())
 }
 
@@ -363,7 +363,7 @@ fn slice(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
         t = g.op(
             "ScatterElements",
             &[&z, &idx, &t],
-            vec![ai("axis", a as i64)],
+            vec![Attr::int("axis", a as i64)],
         )?;
     }
     Ok(t)
@@ -381,7 +381,7 @@ fn slice(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
 /// at a cost of `V * N` that suits only small tables.
 fn gather(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
     let xs = g.shape(&n.input[0])?;
-    let a = norm(attr_i(n, "axis", 0), xs.len() as i64) as usize;
+    let a = normalize_axis(n.int_attr("axis", 0), xs.len() as i64) as usize;
     let v = xs[a];
     let p: i64 = xs[..a].iter().product();
     let d: i64 = xs[a + 1..].iter().product();
@@ -391,7 +391,7 @@ fn gather(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
     }
     let idx = gather_indices(g, &n.input[1], v, count)?;
     let t = if g.opset >= 16 {
-        let add = || vec![astr("reduction", "add")];
+        let add = || vec![Attr::string("reduction", "add")];
         if p == 1 {
             let rows = g.reshape(&idx, &[count, 1])?;
             let gy2 = g.reshape(gy, &[count, d])?;
@@ -405,7 +405,7 @@ fn gather(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
             let shape = g.const_i64(&[p, count, 1]);
             let outer = g.op("Expand", &[&outer, &shape], vec![])?;
             let inner = g.op("Expand", &[&inner, &shape], vec![])?;
-            let addr = g.op("Concat", &[&outer, &inner], vec![ai("axis", 2)])?;
+            let addr = g.op("Concat", &[&outer, &inner], vec![Attr::int("axis", 2)])?;
             let z = g.zeros(&[p, v, d])?;
             g.op("ScatterND", &[&z, &addr, &gy3], add())?
         }
@@ -414,7 +414,7 @@ fn gather(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
         let rows = g.const_i64_shaped(&[v, 1], &rows);
         let cols = g.reshape(&idx, &[1, count])?;
         let eq = g.op("Equal", &[&rows, &cols], vec![])?;
-        let onehot = g.op("Cast", &[&eq], vec![ai("to", F32 as i64)])?;
+        let onehot = g.op("Cast", &[&eq], vec![Attr::int("to", F32 as i64)])?;
         // [V, N] x [N, D], or batched over P: [V, N] x [P, N, D] -> [P, V, D].
         let gy3 = if p == 1 {
             g.reshape(gy, &[count, d])?
@@ -440,7 +440,7 @@ fn gather_indices(g: &mut Graph, idx: &str, v: i64, count: i64) -> Result<String
     }
     let mut i = idx.to_string();
     if g.info(idx)?.dtype != I64 {
-        i = g.op("Cast", &[&i], vec![ai("to", I64 as i64)])?;
+        i = g.op("Cast", &[&i], vec![Attr::int("to", I64 as i64)])?;
     }
     let i = g.reshape(&i, &[count])?;
     let zero = g.const_i64(&[0]);
@@ -452,7 +452,9 @@ fn gather_indices(g: &mut Graph, idx: &str, v: i64, count: i64) -> Result<String
 
 fn gelu(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
     let x = n.input[0].as_str();
-    let approx = attr_s(n, "approximate").unwrap_or_else(|| "none".into());
+    let approx = n
+        .string_attr("approximate")
+        .unwrap_or_else(|| "none".into());
     let half = g.scalar(0.5);
     let one = g.scalar(1.0);
     let d = if approx == "tanh" {
@@ -587,7 +589,7 @@ fn binary(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grad
         }
         _ => {
             return Err(TrainError::UnsupportedOp {
-                node: super::ir::label(n),
+                node: n.label(),
                 op: n.op_type.clone(),
             })
         }
@@ -610,7 +612,7 @@ fn extremum(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Gr
     let mut masks = vec![];
     for x in &n.input {
         let eq = g.op("Equal", &[x, y], vec![])?;
-        masks.push(g.op("Cast", &[&eq], vec![ai("to", F32 as i64)])?);
+        masks.push(g.op("Cast", &[&eq], vec![Attr::int("to", F32 as i64)])?);
     }
     let refs: Vec<&str> = masks.iter().map(String::as_str).collect();
     let ties = g.op("Sum", &refs, vec![])?;
@@ -667,12 +669,12 @@ fn matmul(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grad
         let rows: i64 = gys[..gys.len() - 1].iter().product();
         let gy2 = g.reshape(gy, &[rows, nn])?;
         if need(0) {
-            let t = g.op("Gemm", &[&gy2, &b], vec![ai("transB", 1)])?;
+            let t = g.op("Gemm", &[&gy2, &b], vec![Attr::int("transB", 1)])?;
             res[0] = Some(g.reshape(&t, &sa)?);
         }
         if need(1) {
             let a2 = g.reshape(&a, &[rows, k])?;
-            res[1] = Some(g.op("Gemm", &[&a2, &gy2], vec![ai("transA", 1)])?);
+            res[1] = Some(g.op("Gemm", &[&a2, &gy2], vec![Attr::int("transA", 1)])?);
         }
         return Ok(());
     }
@@ -692,14 +694,17 @@ fn matmul(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grad
 fn gemm(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grads) -> Result<()> {
     let need = |i: usize| needs.get(i).copied().unwrap_or(false);
     let (a, b) = (n.input[0].clone(), n.input[1].clone());
-    let ta = attr_i(n, "transA", 0) != 0;
-    let tb = attr_i(n, "transB", 0) != 0;
-    let alpha = attr_f(n, "alpha", 1.0);
-    let beta = attr_f(n, "beta", 1.0);
+    let ta = n.int_attr("transA", 0) != 0;
+    let tb = n.int_attr("transB", 0) != 0;
+    let alpha = n.float_attr("alpha", 1.0);
+    let beta = n.float_attr("beta", 1.0);
     let gemm = |g: &mut Graph, x: &str, y: &str, tx: bool, ty: bool| {
-        let mut attrs = vec![ai("transA", tx as i64), ai("transB", ty as i64)];
+        let mut attrs = vec![
+            Attr::int("transA", tx as i64),
+            Attr::int("transB", ty as i64),
+        ];
         if alpha != 1.0 {
-            attrs.push(af("alpha", alpha));
+            attrs.push(Attr::float("alpha", alpha));
         }
         g.op("Gemm", &[x, y], attrs)
     };
@@ -737,10 +742,10 @@ fn conv_attrs(
     group: i64,
 ) -> Vec<crate::onnx::pb::AttributeProto> {
     vec![
-        aints("strides", strides),
-        aints("dilations", dilations),
-        aints("pads", pads),
-        ai("group", group),
+        Attr::ints("strides", strides),
+        Attr::ints("dilations", dilations),
+        Attr::ints("pads", pads),
+        Attr::int("group", group),
     ]
 }
 
@@ -799,7 +804,7 @@ fn weight_grad(
         let dims = [vec![c * taps, 1], kernel.to_vec()].concat();
         let k = g.const_f32(&dims, &onehot);
         let mut attrs = conv_attrs(&geo.strides, &geo.dilations, &pads, c);
-        attrs.push(aints("kernel_shape", kernel));
+        attrs.push(Attr::ints("kernel_shape", kernel));
         g.op("Conv", &[x, &k], attrs)?
     } else {
         return weight_grad_by_conv(g, x, gy, group, geo, kernel);
@@ -887,9 +892,11 @@ fn conv(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Grads)
     let (x, w) = (n.input[0].clone(), n.input[1].clone());
     let xs = g.shape(&x)?;
     let wsh = g.shape(&w)?;
-    let kernel = attr_ints(n, "kernel_shape").unwrap_or_else(|| wsh[2..].to_vec());
+    let kernel = n
+        .ints_attr("kernel_shape")
+        .unwrap_or_else(|| wsh[2..].to_vec());
     let geo = geometry(n, &xs, &kernel, false)?;
-    let group = attr_i(n, "group", 1);
+    let group = n.int_attr("group", 1);
     let sp = xs.len() - 2;
     if need(0) {
         res[0] = Some(
@@ -930,7 +937,7 @@ fn input_grad_by_transpose(
         op_pad[i] = xs[i + 2] - natural;
     }
     let mut attrs = conv_attrs(&geo.strides, &geo.dilations, &geo.pads(), group);
-    attrs.push(aints("kernel_shape", kernel));
+    attrs.push(Attr::ints("kernel_shape", kernel));
     if op_pad.iter().any(|&p| p != 0) {
         if op_pad.iter().any(|&p| p < 0) {
             return Err(node_err(
@@ -938,7 +945,7 @@ fn input_grad_by_transpose(
                 format!("cannot restore input size with output_padding {op_pad:?}"),
             ));
         }
-        attrs.push(aints("output_padding", &op_pad));
+        attrs.push(Attr::ints("output_padding", &op_pad));
     }
     g.op("ConvTranspose", &[gy, w], attrs)
 }
@@ -993,7 +1000,7 @@ fn input_grad_by_product(
         let steps = g.const_i64(&vec![-1; sp]);
         let flipped = g.op("Slice", &[w, &starts, &ends, &axes, &steps], vec![])?;
         let mut attrs = conv_attrs(&geo.strides, &geo.dilations, &pads, group);
-        attrs.push(aints("kernel_shape", kernel));
+        attrs.push(Attr::ints("kernel_shape", kernel));
         let dx = g.op("Conv", &[gy, &flipped], attrs)?;
         if g.shape(&dx)? == xs {
             return Ok(Some(dx));
@@ -1013,13 +1020,15 @@ fn conv_transpose(
     let (x, w) = (n.input[0].clone(), n.input[1].clone());
     let xs = g.shape(&x)?;
     let wsh = g.shape(&w)?;
-    let kernel = attr_ints(n, "kernel_shape").unwrap_or_else(|| wsh[2..].to_vec());
+    let kernel = n
+        .ints_attr("kernel_shape")
+        .unwrap_or_else(|| wsh[2..].to_vec());
     let geo = geometry(n, &xs, &kernel, false)?;
-    let group = attr_i(n, "group", 1);
+    let group = n.int_attr("group", 1);
     let sp = xs.len() - 2;
     if need(0) {
         let mut attrs = conv_attrs(&geo.strides, &geo.dilations, &geo.pads(), group);
-        attrs.push(aints("kernel_shape", &kernel));
+        attrs.push(Attr::ints("kernel_shape", &kernel));
         res[0] = Some(g.op("Conv", &[gy, &w], attrs)?);
     }
     if need(1) {
@@ -1038,8 +1047,10 @@ fn conv_transpose(
 fn average_pool(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
     let x = &n.input[0];
     let xs = g.shape(x)?;
-    let kernel = attr_ints(n, "kernel_shape").ok_or_else(|| node_err(n, "kernel_shape missing"))?;
-    let geo = geometry(n, &xs, &kernel, attr_i(n, "ceil_mode", 0) != 0)?;
+    let kernel = n
+        .ints_attr("kernel_shape")
+        .ok_or_else(|| node_err(n, "kernel_shape missing"))?;
+    let geo = geometry(n, &xs, &kernel, n.int_attr("ceil_mode", 0) != 0)?;
     if geo.dilations.iter().any(|&d| d != 1) {
         return Err(node_err(
             n,
@@ -1048,7 +1059,7 @@ fn average_pool(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
     }
     let sp = xs.len() - 2;
     let c = xs[1];
-    let include_pad = attr_i(n, "count_include_pad", 0) != 0;
+    let include_pad = n.int_attr("count_include_pad", 0) != 0;
     // Per-output-position divisor, known statically.
     let out = geo.out.clone();
     let total: i64 = out.iter().product();
@@ -1095,9 +1106,9 @@ fn average_pool(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
         }
     }
     let mut attrs = conv_attrs(&geo.strides, &vec![1; sp], &geo.pads(), c);
-    attrs.push(aints("kernel_shape", &kernel));
+    attrs.push(Attr::ints("kernel_shape", &kernel));
     if op_pad.iter().any(|&p| p != 0) {
-        attrs.push(aints("output_padding", &op_pad));
+        attrs.push(Attr::ints("output_padding", &op_pad));
     }
     let t = g.op("ConvTranspose", &[&scaled, &ones], attrs)?;
     if crop {

@@ -10,18 +10,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::onnx::pb::{
-    tensor_shape_proto::dimension::Value as DimValue, type_proto, AttributeProto, AttributeType,
-    DataType, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use crate::onnx::pb::{AttributeProto, NodeProto, TensorProto};
 
-use super::TrainError;
-
-pub(crate) type Result<T> = std::result::Result<T, TrainError>;
-
-pub(crate) const F32: i32 = DataType::Float as i32;
-pub(crate) const I64: i32 = DataType::Int64 as i32;
-pub(crate) const BOOL: i32 = DataType::Bool as i32;
+use super::dtype::{is_float, BOOL, F32, I64};
+use super::geometry::{axes_of, axis_of, broadcast, geometry, norm_axis, swap_last};
+use super::node::{node_err, NodeExt};
+use super::proto::{decode_f64, tensor_f32, tensor_i64, Attr};
+use super::{Result, TrainError};
 
 /// Element type and concrete shape of one value.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,411 +48,6 @@ impl Known {
 
 /// Tensors larger than this are never decoded into [`Known`] values.
 const KNOWN_LIMIT: i64 = 4096;
-
-pub(crate) fn is_float(dtype: i32) -> bool {
-    dtype == F32
-        || dtype == DataType::Double as i32
-        || dtype == DataType::Float16 as i32
-        || dtype == DataType::Bfloat16 as i32
-}
-
-/// A readable identity for a node in error messages.
-pub(crate) fn label(n: &NodeProto) -> String {
-    if !n.name.is_empty() {
-        n.name.clone()
-    } else {
-        format!(
-            "<unnamed, output {}>",
-            n.output.first().map(String::as_str).unwrap_or("?")
-        )
-    }
-}
-
-pub(crate) fn node_err(n: &NodeProto, msg: impl Into<String>) -> TrainError {
-    TrainError::Node {
-        node: label(n),
-        op: n.op_type.clone(),
-        msg: msg.into(),
-    }
-}
-
-// ---- attributes -------------------------------------------------------------
-
-pub(crate) fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    n.attribute.iter().find(|a| a.name == name)
-}
-pub(crate) fn attr_i(n: &NodeProto, name: &str, default: i64) -> i64 {
-    attr(n, name).map_or(default, |a| a.i)
-}
-pub(crate) fn attr_f(n: &NodeProto, name: &str, default: f32) -> f32 {
-    attr(n, name).map_or(default, |a| a.f)
-}
-pub(crate) fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    attr(n, name).map(|a| a.ints.clone())
-}
-pub(crate) fn attr_s(n: &NodeProto, name: &str) -> Option<String> {
-    attr(n, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
-}
-pub(crate) fn ai(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i: v,
-        ..Default::default()
-    }
-}
-pub(crate) fn af(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Float as i32,
-        f: v,
-        ..Default::default()
-    }
-}
-pub(crate) fn aints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-pub(crate) fn astr(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::String as i32,
-        s: v.as_bytes().to_vec(),
-        ..Default::default()
-    }
-}
-pub(crate) fn atensor(name: &str, t: TensorProto) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Tensor as i32,
-        t: Some(t),
-        ..Default::default()
-    }
-}
-
-// ---- tensors ----------------------------------------------------------------
-
-pub(crate) fn tensor_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: F32,
-        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
-pub(crate) fn tensor_i64(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: I64,
-        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
-
-/// Decodes a tensor's values as f64 (None for unsupported types or external data).
-pub(crate) fn decode_f64(t: &TensorProto) -> Option<Vec<f64>> {
-    if t.data_location == 1 {
-        return None;
-    }
-    let n: i64 = t.dims.iter().product();
-    let raw = &t.raw_data;
-    let dt = DataType::try_from(t.data_type).ok()?;
-    let v: Vec<f64> = if !raw.is_empty() {
-        match dt {
-            DataType::Float => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            DataType::Double => raw
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            DataType::Int64 => raw
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            DataType::Int32 => raw
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            DataType::Int8 => raw.iter().map(|&b| b as i8 as f64).collect(),
-            DataType::Uint8 | DataType::Bool => raw.iter().map(|&b| b as f64).collect(),
-            DataType::Float16 => raw
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
-                .collect(),
-            _ => return None,
-        }
-    } else {
-        match dt {
-            DataType::Float => t.float_data.iter().map(|&v| v as f64).collect(),
-            DataType::Double => t.double_data.clone(),
-            DataType::Int64 => t.int64_data.iter().map(|&v| v as f64).collect(),
-            DataType::Int32 | DataType::Int8 | DataType::Uint8 | DataType::Bool => {
-                t.int32_data.iter().map(|&v| v as f64).collect()
-            }
-            DataType::Float16 => t
-                .int32_data
-                .iter()
-                .map(|&v| half::f16::from_bits(v as u16).to_f64())
-                .collect(),
-            _ => return None,
-        }
-    };
-    (v.len() as i64 == n).then_some(v)
-}
-
-/// Decodes an f32 tensor (trainable parameters and running statistics).
-pub(crate) fn decode_f32(t: &TensorProto) -> Option<Vec<f32>> {
-    if t.data_type != F32 {
-        return None;
-    }
-    if !t.raw_data.is_empty() {
-        let v: Vec<f32> = t
-            .raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        return (v.len() as i64 == t.dims.iter().product::<i64>()).then_some(v);
-    }
-    decode_f64(t).map(|v| v.into_iter().map(|x| x as f32).collect())
-}
-
-pub(crate) fn value_info(name: &str, dtype: i32, shape: &[i64]) -> ValueInfoProto {
-    use crate::onnx::pb::tensor_shape_proto::Dimension;
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: dtype,
-                shape: Some(TensorShapeProto {
-                    dim: shape
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(DimValue::DimValue(d)),
-                            denotation: String::new(),
-                        })
-                        .collect(),
-                }),
-            })),
-            denotation: String::new(),
-        }),
-        ..Default::default()
-    }
-}
-
-/// Element type and dims of a graph input; `None` for a dimension without a value.
-pub(crate) fn input_type(v: &ValueInfoProto) -> Option<(i32, Vec<Option<i64>>, Vec<String>)> {
-    let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
-        return None;
-    };
-    let mut dims = vec![];
-    let mut params = vec![];
-    for d in t.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]) {
-        match &d.value {
-            Some(DimValue::DimValue(v)) if *v > 0 => dims.push(Some(*v)),
-            Some(DimValue::DimParam(p)) => {
-                dims.push(None);
-                params.push(p.clone());
-            }
-            _ => {
-                dims.push(None);
-                params.push("?".into());
-            }
-        }
-    }
-    Some((t.elem_type, dims, params))
-}
-
-// ---- geometry shared by shape inference and gradient rules -------------------
-
-/// Resolved geometry of a Conv, ConvTranspose or pooling node.
-#[derive(Clone, Debug)]
-pub(crate) struct Geom {
-    pub strides: Vec<i64>,
-    pub dilations: Vec<i64>,
-    pub pads_begin: Vec<i64>,
-    pub pads_end: Vec<i64>,
-    pub out: Vec<i64>,
-}
-
-impl Geom {
-    pub fn pads(&self) -> Vec<i64> {
-        [self.pads_begin.clone(), self.pads_end.clone()].concat()
-    }
-}
-
-/// Output spatial sizes and explicit pads, with `auto_pad` resolved.
-pub(crate) fn geometry(n: &NodeProto, x: &[i64], kernel: &[i64], ceil_mode: bool) -> Result<Geom> {
-    let sp = x.len().saturating_sub(2);
-    if kernel.len() != sp {
-        return Err(node_err(
-            n,
-            format!(
-                "kernel rank {} does not match input rank {}",
-                kernel.len(),
-                x.len()
-            ),
-        ));
-    }
-    if x.len() < 3 || x.iter().any(|&d| d < 1) || kernel.iter().any(|&k| k < 1) {
-        return Err(node_err(
-            n,
-            format!("input {x:?} or kernel {kernel:?} has no spatial extent"),
-        ));
-    }
-    // Each list needs one entry per spatial axis (pads two), and the
-    // arithmetic below needs positive strides and dilations.
-    let list = |name: &str, len: usize, default: i64, min: i64| -> Result<Vec<i64>> {
-        let v = attr_ints(n, name).unwrap_or_else(|| vec![default; len]);
-        if v.len() != len || v.iter().any(|&e| e < min) {
-            return Err(node_err(
-                n,
-                format!("{name} {v:?}: expected {len} values of at least {min}"),
-            ));
-        }
-        Ok(v)
-    };
-    let strides = list("strides", sp, 1, 1)?;
-    let dilations = list("dilations", sp, 1, 1)?;
-    let given_pads = list("pads", 2 * sp, 0, 0)?;
-    let auto_pad = attr_s(n, "auto_pad").unwrap_or_else(|| "NOTSET".into());
-    let mut pads_begin = vec![0; sp];
-    let mut pads_end = vec![0; sp];
-    let mut out = vec![0; sp];
-    let transpose = n.op_type == "ConvTranspose";
-    let output_padding = list("output_padding", sp, 0, 0)?;
-    if transpose {
-        if attr(n, "output_shape").is_some() || !matches!(auto_pad.as_str(), "NOTSET" | "VALID") {
-            return Err(node_err(n, "ConvTranspose with output_shape or SAME auto_pad is not supported; give explicit pads"));
-        }
-        if auto_pad == "NOTSET" {
-            pads_begin = given_pads[..sp].to_vec();
-            pads_end = given_pads[sp..].to_vec();
-        }
-        for i in 0..sp {
-            out[i] = strides[i] * (x[i + 2] - 1)
-                + output_padding[i]
-                + (kernel[i] - 1) * dilations[i]
-                + 1
-                - pads_begin[i]
-                - pads_end[i];
-        }
-    }
-    // ConvTranspose's sizes were set above.
-    for i in (0..sp).filter(|_| !transpose) {
-        let (inp, k, s, d) = (x[i + 2], kernel[i], strides[i], dilations[i]);
-        let ek = (k - 1) * d + 1;
-        match auto_pad.as_str() {
-            "SAME_UPPER" | "SAME_LOWER" => {
-                let o = (inp + s - 1) / s;
-                let total = ((o - 1) * s + ek - inp).max(0);
-                let small = total / 2;
-                if auto_pad == "SAME_UPPER" {
-                    pads_begin[i] = small;
-                    pads_end[i] = total - small;
-                } else {
-                    pads_begin[i] = total - small;
-                    pads_end[i] = small;
-                }
-                out[i] = o;
-            }
-            "VALID" => out[i] = (inp - ek) / s + 1,
-            _ => {
-                pads_begin[i] = given_pads[i];
-                pads_end[i] = given_pads[i + sp];
-                let span = inp + pads_begin[i] + pads_end[i] - ek;
-                out[i] = if ceil_mode {
-                    let mut o = (span + s - 1) / s + 1;
-                    // The last window must start inside the input or its left padding.
-                    if (o - 1) * s >= inp + pads_begin[i] {
-                        o -= 1;
-                    }
-                    o
-                } else {
-                    span / s + 1
-                };
-            }
-        }
-    }
-    if out.iter().any(|&o| o < 1) {
-        return Err(node_err(
-            n,
-            format!("output spatial size {out:?} is empty for input {x:?}"),
-        ));
-    }
-    Ok(Geom {
-        strides,
-        dilations,
-        pads_begin,
-        pads_end,
-        out,
-    })
-}
-
-pub(crate) fn broadcast(shapes: &[&[i64]]) -> Option<Vec<i64>> {
-    let r = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
-    let mut out = vec![1; r];
-    for s in shapes {
-        for (i, &d) in s.iter().enumerate() {
-            let o = &mut out[r - s.len() + i];
-            if *o == 1 {
-                *o = d;
-            } else if d != 1 && d != *o {
-                return None;
-            }
-        }
-    }
-    Some(out)
-}
-
-fn norm_axis(a: i64, rank: usize) -> usize {
-    if a < 0 {
-        (a + rank as i64) as usize
-    } else {
-        a as usize
-    }
-}
-
-/// Axis `a` of a rank-`rank` tensor (negative counts from the end), or an
-/// error naming the node: a malformed model must not panic the builder.
-fn axis_of(n: &NodeProto, a: i64, rank: usize) -> Result<usize> {
-    if (-(rank as i64)..rank as i64).contains(&a) {
-        Ok(norm_axis(a, rank))
-    } else {
-        Err(node_err(
-            n,
-            format!("axis {a} is out of range for rank {rank}"),
-        ))
-    }
-}
-
-/// A list of distinct axes, each checked as by [`axis_of`].
-fn axes_of(n: &NodeProto, axes: &[i64], rank: usize) -> Result<Vec<usize>> {
-    let out: Vec<usize> = axes
-        .iter()
-        .map(|&a| axis_of(n, a, rank))
-        .collect::<Result<_>>()?;
-    if (1..out.len()).any(|i| out[..i].contains(&out[i])) {
-        return Err(node_err(n, format!("axes {axes:?} repeat an axis")));
-    }
-    Ok(out)
-}
-
-// ---- the graph ----------------------------------------------------------------
-
-/// The permutation that swaps the last two of `r >= 2` axes.
-pub(crate) fn swap_last(r: usize) -> Vec<i64> {
-    let mut p: Vec<i64> = (0..r as i64).collect();
-    p.swap(r - 1, r - 2);
-    p
-}
 
 /// Nodes, initializers and the facts known about every value.
 pub(crate) struct Graph {
@@ -636,12 +226,15 @@ impl Graph {
         let axes_as_input = op == "ReduceSum" && self.opset >= 13 || self.opset >= 18;
         if axes_as_input {
             let a = self.const_i64(axes);
-            self.op(op, &[x, &a], vec![ai("keepdims", keepdims as i64)])
+            self.op(op, &[x, &a], vec![Attr::int("keepdims", keepdims as i64)])
         } else {
             self.op(
                 op,
                 &[x],
-                vec![aints("axes", axes), ai("keepdims", keepdims as i64)],
+                vec![
+                    Attr::ints("axes", axes),
+                    Attr::int("keepdims", keepdims as i64),
+                ],
             )
         }
     }
@@ -676,7 +269,7 @@ impl Graph {
         self.op(
             "ConstantOfShape",
             &[&s],
-            vec![atensor("value", tensor_f32("", &[1], &[0.0]))],
+            vec![Attr::tensor("value", tensor_f32("", &[1], &[0.0]))],
         )
     }
 
@@ -694,7 +287,9 @@ impl Graph {
             // Two transposes are one: the inner one is pruned if nothing
             // else reads it, and the pair may cancel.
             let r = perm.len() as i64;
-            let inner = attr_ints(p, "perm").unwrap_or_else(|| (0..r).rev().collect());
+            let inner = p
+                .ints_attr("perm")
+                .unwrap_or_else(|| (0..r).rev().collect());
             let composed: Vec<i64> = perm.iter().map(|&q| inner[q as usize]).collect();
             return self.transpose(&p.input[0], &composed);
         }
@@ -722,14 +317,17 @@ impl Graph {
                 n.op_type == "Gemm" && n.input.len() == 2 && n.name.starts_with("pa_train/")
             });
             if let Some(gemm) = gemm {
-                let ta = attr_i(&gemm, "transA", 0) != 0;
-                let tb = attr_i(&gemm, "transB", 0) != 0;
-                let mut attrs = vec![ai("transA", !tb as i64), ai("transB", !ta as i64)];
+                let ta = gemm.int_attr("transA", 0) != 0;
+                let tb = gemm.int_attr("transB", 0) != 0;
+                let mut attrs = vec![
+                    Attr::int("transA", !tb as i64),
+                    Attr::int("transB", !ta as i64),
+                ];
                 attrs.extend(gemm.attribute.iter().filter(|a| a.name == "alpha").cloned());
                 return self.op("Gemm", &[&gemm.input[1], &gemm.input[0]], attrs);
             }
         }
-        self.op("Transpose", &[x], vec![aints("perm", perm)])
+        self.op("Transpose", &[x], vec![Attr::ints("perm", perm)])
     }
 
     pub fn known(&self, name: &str) -> Option<&Known> {
@@ -784,15 +382,17 @@ impl Graph {
                 same(&x)
             }
             "RandomUniform" | "RandomNormal" => {
-                let shape = attr_ints(n, "shape").ok_or_else(|| node_err(n, "shape missing"))?;
+                let shape = n
+                    .ints_attr("shape")
+                    .ok_or_else(|| node_err(n, "shape missing"))?;
                 Ok(vec![Info {
-                    dtype: attr_i(n, "dtype", F32 as i64) as i32,
+                    dtype: n.int_attr("dtype", F32 as i64) as i32,
                     shape,
                 }])
             }
             "RandomUniformLike" | "RandomNormalLike" => {
                 let x = get(0)?;
-                let dtype = attr_i(n, "dtype", x.dtype as i64) as i32;
+                let dtype = n.int_attr("dtype", x.dtype as i64) as i32;
                 Ok(vec![Info {
                     dtype,
                     shape: x.shape.clone(),
@@ -809,7 +409,7 @@ impl Graph {
                 ])
             }
             "Cast" => Ok(vec![Info {
-                dtype: attr_i(n, "to", F32 as i64) as i32,
+                dtype: n.int_attr("to", F32 as i64) as i32,
                 shape: get(0)?.shape.clone(),
             }]),
             "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Mean" | "Mod"
@@ -871,7 +471,7 @@ impl Graph {
                         ),
                     ));
                 }
-                let (ta, tb) = (attr_i(n, "transA", 0) != 0, attr_i(n, "transB", 0) != 0);
+                let (ta, tb) = (n.int_attr("transA", 0) != 0, n.int_attr("transB", 0) != 0);
                 let (m, ka) = if ta {
                     (a.shape[1], a.shape[0])
                 } else {
@@ -904,7 +504,7 @@ impl Graph {
             }
             "Conv" | "ConvTranspose" => {
                 let (x, w) = (get(0)?, get(1)?);
-                let group = attr_i(n, "group", 1);
+                let group = n.int_attr("group", 1);
                 // Conv's weight is [out, in / group, k...], ConvTranspose's
                 // [in, out / group, k...]; both split their rows into groups.
                 let in_channels = if op == "Conv" {
@@ -926,7 +526,9 @@ impl Graph {
                         ),
                     ));
                 }
-                let kernel = attr_ints(n, "kernel_shape").unwrap_or_else(|| w.shape[2..].to_vec());
+                let kernel = n
+                    .ints_attr("kernel_shape")
+                    .unwrap_or_else(|| w.shape[2..].to_vec());
                 if kernel != w.shape[2..] {
                     return Err(node_err(
                         n,
@@ -951,9 +553,10 @@ impl Graph {
             }
             "MaxPool" | "AveragePool" | "LpPool" => {
                 let x = get(0)?;
-                let kernel = attr_ints(n, "kernel_shape")
+                let kernel = n
+                    .ints_attr("kernel_shape")
                     .ok_or_else(|| node_err(n, "kernel_shape missing"))?;
-                let g = geometry(n, &x.shape, &kernel, attr_i(n, "ceil_mode", 0) != 0)?;
+                let g = geometry(n, &x.shape, &kernel, n.int_attr("ceil_mode", 0) != 0)?;
                 let mut shape = x.shape[..2].to_vec();
                 shape.extend(g.out);
                 Ok(vec![
@@ -977,7 +580,7 @@ impl Graph {
             | "ReduceL1" | "ReduceSumSquare" | "ReduceLogSumExp" | "ArgMax" | "ArgMin" => {
                 let x = get(0)?;
                 let r = x.shape.len();
-                let keep = attr_i(n, "keepdims", 1) != 0;
+                let keep = n.int_attr("keepdims", 1) != 0;
                 let axes = self.reduce_axes(n, r)?;
                 let mut shape = vec![];
                 for (i, &d) in x.shape.iter().enumerate() {
@@ -995,7 +598,7 @@ impl Graph {
             "Flatten" => {
                 let x = get(0)?;
                 // Flatten alone also accepts axis = rank.
-                let (axis, r) = (attr_i(n, "axis", 1), x.shape.len());
+                let (axis, r) = (n.int_attr("axis", 1), x.shape.len());
                 let a = if axis == r as i64 {
                     r
                 } else {
@@ -1010,7 +613,7 @@ impl Graph {
             "Reshape" => {
                 let x = get(0)?;
                 let spec = self.known_input(n, 1)?.ints();
-                let allowzero = attr_i(n, "allowzero", 0) != 0;
+                let allowzero = n.int_attr("allowzero", 0) != 0;
                 let mut shape: Vec<i64> = spec
                     .iter()
                     .enumerate()
@@ -1034,7 +637,9 @@ impl Graph {
             "Transpose" => {
                 let x = get(0)?;
                 let r = x.shape.len() as i64;
-                let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..r).rev().collect());
+                let perm = n
+                    .ints_attr("perm")
+                    .unwrap_or_else(|| (0..r).rev().collect());
                 let mut sorted = perm.clone();
                 sorted.sort_unstable();
                 if sorted != (0..r).collect::<Vec<_>>() {
@@ -1050,7 +655,7 @@ impl Graph {
             }
             "Concat" => {
                 let x = get(0)?;
-                let a = axis_of(n, attr_i(n, "axis", 0), x.shape.len())?;
+                let a = axis_of(n, n.int_attr("axis", 0), x.shape.len())?;
                 let mut shape = x.shape.clone();
                 shape[a] = 0;
                 for i in 0..n.input.len() {
@@ -1072,7 +677,7 @@ impl Graph {
             }
             "Split" => {
                 let x = get(0)?;
-                let a = axis_of(n, attr_i(n, "axis", 0), x.shape.len())?;
+                let a = axis_of(n, n.int_attr("axis", 0), x.shape.len())?;
                 let sizes = self.split_sizes(n, x.shape[a])?;
                 Ok(sizes
                     .iter()
@@ -1103,7 +708,7 @@ impl Graph {
                 let axes = if has(1) {
                     self.known_input(n, 1)?.ints()
                 } else {
-                    attr_ints(n, "axes").unwrap_or_default()
+                    n.ints_attr("axes").unwrap_or_default()
                 };
                 let shape = if op == "Squeeze" {
                     let r = x.shape.len();
@@ -1174,7 +779,7 @@ impl Graph {
             "Shape" => {
                 let r = get(0)?.shape.len() as i64;
                 let clamp = |v: i64| if v < 0 { (v + r).max(0) } else { v.min(r) };
-                let (s, e) = (clamp(attr_i(n, "start", 0)), clamp(attr_i(n, "end", r)));
+                let (s, e) = (clamp(n.int_attr("start", 0)), clamp(n.int_attr("end", r)));
                 Ok(vec![Info {
                     dtype: I64,
                     shape: vec![(e - s).max(0)],
@@ -1185,27 +790,27 @@ impl Graph {
                 shape: vec![],
             }]),
             "Constant" => {
-                if let Some(t) = attr(n, "value").and_then(|a| a.t.as_ref()) {
+                if let Some(t) = n.attr("value").and_then(|a| a.t.as_ref()) {
                     Ok(vec![Info {
                         dtype: t.data_type,
                         shape: t.dims.clone(),
                     }])
-                } else if let Some(a) = attr(n, "value_ints") {
+                } else if let Some(a) = n.attr("value_ints") {
                     Ok(vec![Info {
                         dtype: I64,
                         shape: vec![a.ints.len() as i64],
                     }])
-                } else if attr(n, "value_int").is_some() {
+                } else if n.attr("value_int").is_some() {
                     Ok(vec![Info {
                         dtype: I64,
                         shape: vec![],
                     }])
-                } else if let Some(a) = attr(n, "value_floats") {
+                } else if let Some(a) = n.attr("value_floats") {
                     Ok(vec![Info {
                         dtype: F32,
                         shape: vec![a.floats.len() as i64],
                     }])
-                } else if attr(n, "value_float").is_some() {
+                } else if n.attr("value_float").is_some() {
                     Ok(vec![Info {
                         dtype: F32,
                         shape: vec![],
@@ -1216,7 +821,8 @@ impl Graph {
             }
             "ConstantOfShape" => {
                 let shape = self.known_input(n, 0)?.ints();
-                let dtype = attr(n, "value")
+                let dtype = n
+                    .attr("value")
                     .and_then(|a| a.t.as_ref())
                     .map_or(F32, |t| t.data_type);
                 Ok(vec![Info { dtype, shape }])
@@ -1233,7 +839,7 @@ impl Graph {
             }
             "Gather" => {
                 let (x, idx) = (get(0)?, get(1)?);
-                let a = axis_of(n, attr_i(n, "axis", 0), x.shape.len())?;
+                let a = axis_of(n, n.int_attr("axis", 0), x.shape.len())?;
                 let mut shape = x.shape[..a].to_vec();
                 shape.extend(&idx.shape);
                 shape.extend(&x.shape[a + 1..]);
@@ -1251,7 +857,7 @@ impl Graph {
                 let idx = get(0)?;
                 let depth = self.known_input(n, 1)?.vals[0] as i64;
                 let r = idx.shape.len() + 1;
-                let a = axis_of(n, attr_i(n, "axis", -1), r)?;
+                let a = axis_of(n, n.int_attr("axis", -1), r)?;
                 let mut shape = idx.shape.clone();
                 shape.insert(a, depth);
                 Ok(vec![Info {
@@ -1276,7 +882,7 @@ impl Graph {
             }
             "LayerNormalization" => {
                 let x = get(0)?.clone();
-                let a = axis_of(n, attr_i(n, "axis", -1), x.shape.len())?;
+                let a = axis_of(n, n.int_attr("axis", -1), x.shape.len())?;
                 let mut stat = x.shape.clone();
                 stat[a..].iter_mut().for_each(|d| *d = 1);
                 Ok(vec![
@@ -1303,12 +909,12 @@ impl Graph {
         let axes = if from_input {
             self.known_input(n, 1)?.ints()
         } else if n.op_type.starts_with("Arg") {
-            vec![attr_i(n, "axis", 0)]
+            vec![n.int_attr("axis", 0)]
         } else {
-            attr_ints(n, "axes").unwrap_or_default()
+            n.ints_attr("axes").unwrap_or_default()
         };
         if axes.is_empty() {
-            if attr_i(n, "noop_with_empty_axes", 0) != 0 {
+            if n.int_attr("noop_with_empty_axes", 0) != 0 {
                 return Ok(vec![]);
             }
             return Ok((0..rank).collect());
@@ -1320,11 +926,11 @@ impl Graph {
         if n.input.get(1).is_some_and(|s| !s.is_empty()) {
             return Ok(self.known_input(n, 1)?.ints());
         }
-        if let Some(s) = attr_ints(n, "split") {
+        if let Some(s) = n.ints_attr("split") {
             return Ok(s);
         }
         let k = n.output.len() as i64;
-        let k = attr_i(n, "num_outputs", k);
+        let k = n.int_attr("num_outputs", k);
         let chunk = (dim + k - 1) / k;
         Ok((0..k).map(|i| (dim - i * chunk).clamp(0, chunk)).collect())
     }
@@ -1351,9 +957,11 @@ impl Graph {
             };
             (starts, ends, axes, steps)
         } else {
-            let starts = attr_ints(n, "starts").unwrap_or_default();
-            let ends = attr_ints(n, "ends").unwrap_or_default();
-            let axes = attr_ints(n, "axes").unwrap_or_else(|| (0..starts.len() as i64).collect());
+            let starts = n.ints_attr("starts").unwrap_or_default();
+            let ends = n.ints_attr("ends").unwrap_or_default();
+            let axes = n
+                .ints_attr("axes")
+                .unwrap_or_else(|| (0..starts.len() as i64).collect());
             let steps = vec![1; starts.len()];
             (starts, ends, axes, steps)
         };
@@ -1412,7 +1020,7 @@ impl Graph {
                 let s = &self.info.get(&n.input[0])?.shape;
                 let r = s.len() as i64;
                 let clamp = |v: i64| if v < 0 { (v + r).max(0) } else { v.min(r) };
-                let (a, b) = (clamp(attr_i(n, "start", 0)), clamp(attr_i(n, "end", r)));
+                let (a, b) = (clamp(n.int_attr("start", 0)), clamp(n.int_attr("end", r)));
                 one(s[a as usize..b.max(a) as usize]
                     .iter()
                     .map(|&d| d as f64)
@@ -1422,21 +1030,21 @@ impl Graph {
                 self.info.get(&n.input[0])?.shape.iter().product::<i64>() as f64,
             ]),
             "Constant" => {
-                if let Some(t) = attr(n, "value").and_then(|a| a.t.as_ref()) {
+                if let Some(t) = n.attr("value").and_then(|a| a.t.as_ref()) {
                     one(decode_f64(t)?)
-                } else if let Some(a) = attr(n, "value_ints") {
+                } else if let Some(a) = n.attr("value_ints") {
                     one(a.ints.iter().map(|&v| v as f64).collect())
-                } else if let Some(a) = attr(n, "value_int") {
+                } else if let Some(a) = n.attr("value_int") {
                     one(vec![a.i as f64])
-                } else if let Some(a) = attr(n, "value_floats") {
+                } else if let Some(a) = n.attr("value_floats") {
                     one(a.floats.iter().map(|&v| v as f64).collect())
                 } else {
-                    attr(n, "value_float").and_then(|a| one(vec![a.f as f64]))
+                    n.attr("value_float").and_then(|a| one(vec![a.f as f64]))
                 }
             }
             "Identity" | "Unsqueeze" | "Squeeze" | "Reshape" | "Flatten" => one(k(0)?.vals.clone()),
             "Cast" => {
-                let to = attr_i(n, "to", 1) as i32;
+                let to = n.int_attr("to", 1) as i32;
                 let v = k(0)?.vals.clone();
                 one(if is_float(to) {
                     v
@@ -1445,7 +1053,8 @@ impl Graph {
                 })
             }
             "ConstantOfShape" => {
-                let v = attr(n, "value")
+                let v = n
+                    .attr("value")
                     .and_then(|a| a.t.as_ref())
                     .and_then(decode_f64)
                     .map_or(0.0, |v| v[0]);

@@ -14,9 +14,13 @@
 mod builder;
 #[cfg(feature = "ort")]
 mod device;
+mod dtype;
+mod geometry;
 mod grad;
 mod ir;
+mod node;
 pub mod optim;
+mod proto;
 mod trainer;
 
 pub use builder::build_training_graph;
@@ -24,6 +28,9 @@ pub use builder::build_training_graph;
 pub use device::{DeviceOptimizer, DeviceTrainer};
 pub use optim::{AdamW, Optimizer, Sgd};
 pub use trainer::Trainer;
+
+/// Results of the training builder.
+pub(crate) type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 /// Why a training graph could not be built or a step could not run.
 #[derive(Debug, thiserror::Error)]
