@@ -8,17 +8,18 @@
 //! (CPU or CUDA) or tract can then run one training step as plain inference;
 //! the optimizer state stays in Rust ([`optim`], [`Trainer`]).
 //!
-//! Layout: [`ir`] is the working graph with static shapes, [`grad`] the
-//! per-operator gradient rules, [`builder`] the pass that assembles them.
+//! Layout: `ir` is the working graph with static shapes, `ops` the rules
+//! of each operator family (shapes, evaluation, gradient) behind one table,
+//! `builder` the pass that assembles the training graph from them.
 
 mod builder;
 #[cfg(feature = "ort")]
 mod device;
 mod dtype;
 mod geometry;
-mod grad;
 mod ir;
 mod node;
+mod ops;
 pub mod optim;
 mod proto;
 mod trainer;
