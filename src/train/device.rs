@@ -16,28 +16,37 @@ use ::ort::session::Session;
 use ::ort::value::{DynValue, Tensor};
 use prost::Message;
 
-use super::ir::{tensor_f32, value_info};
+use super::dtype::F32;
+use super::proto::{tensor_f32, value_info};
 use super::{TrainError, TrainingGraph};
 use crate::backend::ort::{raw_session, to_ort};
 use crate::backend::{BackendKind, BackendOptions, HostTensor};
 use crate::onnx::pb::{ModelProto, NodeProto};
 
-const F32: i32 = 1;
-
 /// The update rules of [`super::Sgd`] and [`super::AdamW`], with their
 /// hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DeviceOptimizer {
+    /// As [`super::Sgd`].
     Sgd {
+        /// Learning rate.
         lr: f32,
+        /// Momentum factor (0 for plain SGD).
         momentum: f32,
+        /// L2 penalty added to the gradient.
         weight_decay: f32,
     },
+    /// As [`super::AdamW`].
     AdamW {
+        /// Learning rate.
         lr: f32,
+        /// Decay rate of the first-moment estimate.
         beta1: f32,
+        /// Decay rate of the second-moment estimate.
         beta2: f32,
+        /// Added to the denominator for numerical stability.
         eps: f32,
+        /// Decoupled weight decay, scaled by the learning rate.
         weight_decay: f32,
     },
 }

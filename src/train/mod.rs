@@ -8,15 +8,20 @@
 //! (CPU or CUDA) or tract can then run one training step as plain inference;
 //! the optimizer state stays in Rust ([`optim`], [`Trainer`]).
 //!
-//! Layout: [`ir`] is the working graph with static shapes, [`grad`] the
-//! per-operator gradient rules, [`builder`] the pass that assembles them.
+//! Layout: `ir` is the working graph with static shapes, `ops` the rules
+//! of each operator family (shapes, evaluation, gradient) behind one table,
+//! `builder` the pass that assembles the training graph from them.
 
 mod builder;
 #[cfg(feature = "ort")]
 mod device;
-mod grad;
+mod dtype;
+mod geometry;
 mod ir;
+mod node;
+mod ops;
 pub mod optim;
+mod proto;
 mod trainer;
 
 pub use builder::build_training_graph;
@@ -24,6 +29,9 @@ pub use builder::build_training_graph;
 pub use device::{DeviceOptimizer, DeviceTrainer};
 pub use optim::{AdamW, Optimizer, Sgd};
 pub use trainer::Trainer;
+
+/// Results of the training builder.
+pub(crate) type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 /// Why a training graph could not be built or a step could not run.
 #[derive(Debug, thiserror::Error)]
@@ -35,17 +43,36 @@ pub enum TrainError {
     /// The model is valid ONNX but outside what the builder handles.
     #[error("{0}")]
     Model(String),
+    /// The model imports a default-domain opset older than 13.
+    #[error("the model uses opset {opset}; the training graph needs opset 13 or later")]
+    OldOpset {
+        /// The opset version the model imports.
+        opset: i64,
+    },
     /// A graph input has a dimension without a value.
-    #[error("input `{input}` has the dynamic dimension `{dim}`; hint: give a batch size so the training graph gets static shapes")]
-    DynamicInput { input: String, dim: String },
+    #[error("input `{input}` has the dynamic dimension `{dim}`")]
+    DynamicInput {
+        /// The input's name.
+        input: String,
+        /// The name of the dimension (`?` when it has none).
+        dim: String,
+    },
     /// An operator on the path from a trainable tensor to the loss has no gradient rule.
     #[error("node `{node}` ({op}): no gradient rule for this operator, and it lies between a trainable tensor and the loss")]
-    UnsupportedOp { node: String, op: String },
+    UnsupportedOp {
+        /// The node's name (or a description of an unnamed node).
+        node: String,
+        /// The operator.
+        op: String,
+    },
     /// A node the builder understands, with attributes or inputs it cannot handle.
     #[error("node `{node}` ({op}): {msg}")]
     Node {
+        /// The node's name (or a description of an unnamed node).
         node: String,
+        /// The operator.
         op: String,
+        /// What is wrong with it.
         msg: String,
     },
     /// The backend could not load or run the training graph.
@@ -54,6 +81,19 @@ pub enum TrainError {
     /// Running the training graph failed outside the backend.
     #[error("running the training graph: {0}")]
     Run(String),
+}
+
+impl TrainError {
+    /// What the user can do about the error, where one thing helps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            TrainError::OldOpset { .. } => Some("convert it with onnx.version_converter".into()),
+            TrainError::DynamicInput { .. } => {
+                Some("give a batch size so the training graph gets static shapes".into())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The loss appended to the model's first output.
@@ -69,6 +109,7 @@ pub enum LossKind {
 /// How to build the training graph.
 #[derive(Clone, Debug)]
 pub struct TrainGraphOptions {
+    /// The loss appended to the model's first output.
     pub loss: LossKind,
     /// Value for every input dimension the model leaves symbolic.
     pub batch_size: Option<i64>,
@@ -118,7 +159,9 @@ impl Default for TrainGraphOptions {
 /// A trainable tensor: a graph input of the training graph.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainTensor {
+    /// The initializer's name, now a graph input.
     pub name: String,
+    /// Its dimensions.
     pub shape: Vec<i64>,
     /// The value the forward model stored for it.
     pub init: Vec<f32>,
@@ -129,18 +172,24 @@ pub struct TrainTensor {
 /// A BatchNormalization running statistic: fed in as `input`, returned updated as `output`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunningStat {
+    /// The graph input holding the statistic before the step.
     pub input: String,
+    /// The graph output holding it after the step.
     pub output: String,
+    /// Its dimensions (`[C]`).
     pub shape: Vec<i64>,
+    /// The value the forward model stored for it.
     pub init: Vec<f32>,
 }
 
 /// A data input of the training graph (the model's own inputs and the labels).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataInput {
+    /// The input's name.
     pub name: String,
     /// ONNX element type (1 = float, 7 = int64).
     pub elem_type: i32,
+    /// Its dimensions, all static.
     pub shape: Vec<i64>,
 }
 
@@ -155,7 +204,9 @@ pub struct TrainingGraph {
     pub labels: String,
     /// Name of the scalar loss output.
     pub loss: String,
+    /// The trainable tensors, in order of first use.
     pub params: Vec<TrainTensor>,
+    /// The BatchNormalization running statistics the step updates.
     pub running_stats: Vec<RunningStat>,
 }
 

@@ -18,13 +18,17 @@ pub trait Optimizer: Send {
 /// as in PyTorch: the decay is added to the gradient before the momentum).
 #[derive(Clone, Debug)]
 pub struct Sgd {
+    /// Learning rate.
     pub lr: f32,
+    /// Momentum factor (0 for plain SGD).
     pub momentum: f32,
+    /// L2 penalty added to the gradient.
     pub weight_decay: f32,
     velocity: Vec<Vec<f32>>,
 }
 
 impl Sgd {
+    /// An optimizer with these hyper-parameters and no momentum yet.
     pub fn new(lr: f32, momentum: f32, weight_decay: f32) -> Self {
         Sgd {
             lr,
@@ -58,10 +62,15 @@ impl Optimizer for Sgd {
 /// Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's `AdamW`.
 #[derive(Clone, Debug)]
 pub struct AdamW {
+    /// Learning rate.
     pub lr: f32,
+    /// Decay rate of the first-moment estimate.
     pub beta1: f32,
+    /// Decay rate of the second-moment estimate.
     pub beta2: f32,
+    /// Added to the denominator for numerical stability.
     pub eps: f32,
+    /// Decoupled weight decay, scaled by the learning rate.
     pub weight_decay: f32,
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
@@ -69,6 +78,8 @@ pub struct AdamW {
 }
 
 impl AdamW {
+    /// PyTorch's defaults (betas 0.9, 0.999, eps 1e-8) with this learning
+    /// rate and weight decay.
     pub fn new(lr: f32, weight_decay: f32) -> Self {
         AdamW {
             lr,

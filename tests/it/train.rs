@@ -264,6 +264,39 @@ fn unsupported_operator_is_named() {
     );
 }
 
+#[test]
+fn a_symbolic_dimension_without_a_batch_size_is_refused_with_a_hint() {
+    use pa_onnx::onnx::pb;
+    use pb::tensor_shape_proto::dimension::Value;
+    use prost::Message;
+    let mut m = pb::ModelProto::decode(synthetic_mlp(4, 3, 5, 2, false, true).as_slice()).unwrap();
+    let input = &mut m.graph.as_mut().unwrap().input[0];
+    let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut()
+    else {
+        panic!("the input is a tensor");
+    };
+    t.shape.as_mut().unwrap().dim[0].value = Some(Value::DimParam("batch".into()));
+    let err = build_training_graph(&m.encode_to_vec(), &TrainGraphOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, pa_onnx::train::TrainError::DynamicInput { input, dim } if input == "x" && dim == "batch"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("hint"), "{err}");
+    assert!(err.hint().is_some_and(|h| h.contains("batch size")));
+}
+
+#[test]
+fn an_opset_before_13_is_refused_with_a_hint() {
+    use pa_onnx::onnx::pb;
+    use prost::Message;
+    let mut m = pb::ModelProto::decode(synthetic_mlp(4, 3, 5, 2, false, true).as_slice()).unwrap();
+    m.opset_import[0].version = 12;
+    let err = build_training_graph(&m.encode_to_vec(), &TrainGraphOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("opset 12"), "{err}");
+    assert!(!err.to_string().contains("hint"), "{err}");
+    assert!(err.hint().is_some_and(|h| h.contains("version_converter")));
+}
+
 /// A small Gemm-BatchNorm-Relu-Gemm classifier, written with the protobuf
 /// types directly so the training loop test needs no fixture file. With
 /// `bias1` false the first Gemm has no bias: one followed by a
