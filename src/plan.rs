@@ -15,9 +15,9 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::onnx::model::{GraphKind, Model, TensorOwner};
 use crate::onnx::payload;
 use crate::onnx::DataType;
+use crate::onnx::{GraphKind, Model, TensorOwner};
 
 /// One reader of a weight.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

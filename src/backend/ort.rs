@@ -496,9 +496,7 @@ fn from_ort(value: &DynValue) -> Result<HostTensor, OrtError> {
     fn take<T: ::ort::value::PrimitiveTensorElementType + Copy>(
         value: &DynValue,
     ) -> Result<(Vec<usize>, Vec<T>), OrtError> {
-        let (shape, data) = value
-            .try_extract_tensor::<T>()
-            .map_err(OrtError::runtime)?;
+        let (shape, data) = value.try_extract_tensor::<T>().map_err(OrtError::runtime)?;
         let shape = shape
             .iter()
             .map(|&d| usize::try_from(d).map_err(|_| OrtError::NegativeDim(d)))
@@ -518,9 +516,7 @@ fn from_ort(value: &DynValue) -> Result<HostTensor, OrtError> {
         TensorElementType::Int64 => take::<i64>(value).map(|(s, d)| (s, TensorData::I64(d)))?,
         TensorElementType::Int32 => take::<i32>(value).map(|(s, d)| (s, TensorData::I32(d)))?,
         TensorElementType::Bool => take::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d)))?,
-        other => {
-            return Err(OrtError::Unsupported(dtype_name(other)))
-        }
+        other => return Err(OrtError::Unsupported(dtype_name(other))),
     };
     Ok(HostTensor::new(shape, data)?)
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use pa_onnx::onnx::model::fmt_dims;
+use pa_onnx::onnx::fmt_dims;
 use pa_onnx::onnx::Model;
 use serde::Serialize;
 

@@ -71,5 +71,8 @@ fn hints_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
     if let Some(lib) = e.downcast_ref::<pa_onnx::Error>() {
         hints.extend(lib.hint());
     }
+    if let Some(train) = e.downcast_ref::<pa_onnx::train::TrainError>() {
+        hints.extend(train.hint());
+    }
     hints
 }

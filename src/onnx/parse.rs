@@ -51,11 +51,7 @@ impl Model {
                     .map_err(|e| Error::io("cannot map", path, e))?,
             )
         };
-        parse(
-            bytes,
-            Some(path.to_path_buf()),
-            crate::fs::parent_dir(path),
-        )
+        parse(bytes, Some(path.to_path_buf()), crate::fs::parent_dir(path))
     }
 
     /// Parses model bytes held in memory; `dir` is where external data lives.

@@ -7,12 +7,12 @@
 
 use super::draws::tensor_seed;
 use super::keys::Keys;
-use crate::onnx::DataType;
 use super::matrix::rewire_matrix;
 use super::options::{Layout, Options};
 use super::strength::Strength;
 use super::view::ViewIndices;
 use super::workspace::Spares;
+use crate::onnx::DataType;
 
 /// The result of rewiring one tensor.
 #[derive(Debug, Clone)]

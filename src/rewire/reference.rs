@@ -7,11 +7,11 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::keys::Keys;
-use crate::onnx::DataType;
 use super::matrix::{rewire_matrix, stabilize_by};
 use super::options::{Layout, Method, Options};
 use super::pass::pass_keys;
 use super::workspace::Workspace;
+use crate::onnx::DataType;
 
 /// Keys of f64 values, and the way back.
 fn f64_keys(vals: &[f64]) -> Keys {

@@ -121,4 +121,3 @@ fn lane_sum<T>(xs: &[T], value: impl Fn(&T) -> f64) -> f64 {
     }
     chunks.remainder().iter().map(value).sum::<f64>() + lanes.iter().sum::<f64>()
 }
-
