@@ -15,6 +15,8 @@ fi
 "$venv/bin/python" -c 'import onnxruntime; print("onnxruntime", onnxruntime.__version__)'
 
 cargo fmt --check
+# Module dependencies point one way (DESIGN.md, "Module map").
+python3 scripts/module_deps.py | tail -n 1
 cargo test
 # The CUDA execution provider cannot run here (no GPU), but it must build.
 cargo build --features cuda --bin pa-onnx
