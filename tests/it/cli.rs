@@ -481,3 +481,41 @@ fn absent_onnx_runtime_is_skipped_and_fails_when_required() {
     let o = pa(&required);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 }
+
+#[test]
+fn a_missing_input_names_its_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothere.onnx");
+    let o = pa(&["rewire", s(&missing), s(&dir.path().join("out.onnx"))]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: cannot open"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(!err.contains("Caused by"), "{err}");
+}
+
+#[test]
+fn a_training_error_prints_its_hint_on_a_line_of_its_own() {
+    use pa_onnx::onnx::pb;
+    use pb::tensor_shape_proto::dimension::Value;
+    use prost::Message;
+    let mut m = pb::ModelProto::decode(mlp(8, 6, 3).as_slice()).unwrap();
+    let input = &mut m.graph.as_mut().unwrap().input[0];
+    let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut()
+    else {
+        panic!("the input is a tensor");
+    };
+    t.shape.as_mut().unwrap().dim[0].value = Some(Value::DimParam("batch".into()));
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_temp(dir.path(), "dynamic.onnx", &m.encode_to_vec());
+    let o = pa(&["train-graph", s(&model), s(&dir.path().join("train.onnx"))]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(first.starts_with("error: ") && first.contains("batch"), "{err}");
+    assert!(!first.contains("hint"), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("hint: ") && l.contains("batch size")),
+        "{err}"
+    );
+}
