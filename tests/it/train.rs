@@ -247,7 +247,7 @@ grad_tests! {
 
 #[test]
 fn unsupported_operator_is_named() {
-    use pa_onnx::onnx::pb;
+    use pa_onnx::onnx::{pb, DataType};
     use prost::Message;
     // A Hardmax between the weight and the loss has no gradient rule.
     let model = std::fs::read(fixture_dir("mlp").join("model.onnx")).unwrap();
@@ -266,7 +266,7 @@ fn unsupported_operator_is_named() {
 
 #[test]
 fn a_symbolic_dimension_without_a_batch_size_is_refused_with_a_hint() {
-    use pa_onnx::onnx::pb;
+    use pa_onnx::onnx::{pb, DataType};
     use pb::tensor_shape_proto::dimension::Value;
     use prost::Message;
     let mut m = pb::ModelProto::decode(synthetic_mlp(4, 3, 5, 2, false, true).as_slice()).unwrap();
@@ -287,7 +287,7 @@ fn a_symbolic_dimension_without_a_batch_size_is_refused_with_a_hint() {
 
 #[test]
 fn an_opset_before_13_is_refused_with_a_hint() {
-    use pa_onnx::onnx::pb;
+    use pa_onnx::onnx::{pb, DataType};
     use prost::Message;
     let mut m = pb::ModelProto::decode(synthetic_mlp(4, 3, 5, 2, false, true).as_slice()).unwrap();
     m.opset_import[0].version = 12;
@@ -309,14 +309,14 @@ fn synthetic_mlp(
     dropout: bool,
     bias1: bool,
 ) -> Vec<u8> {
-    use pa_onnx::onnx::pb;
+    use pa_onnx::onnx::{pb, DataType};
     use prost::Message;
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut tensor = |name: &str, dims: &[i64], scale: f32, offset: f32| pb::TensorProto {
         name: name.into(),
         dims: dims.to_vec(),
-        data_type: pb::DataType::Float as i32,
+        data_type: DataType::Float.code(),
         float_data: (0..dims.iter().product::<i64>())
             .map(|_| offset + scale * (rng.random::<f32>() - 0.5))
             .collect(),
@@ -354,8 +354,7 @@ fn synthetic_mlp(
         },
         ..Default::default()
     };
-    let vi =
-        |name: &str, dims: &[i64]| crate::fixtures::pb_value_info(name, pb::DataType::Float, dims);
+    let vi = |name: &str, dims: &[i64]| crate::fixtures::pb_value_info(name, DataType::Float, dims);
     let mut nodes = vec![
         node("Gemm", &["x", "w1", "b1"], "h"),
         node(
@@ -376,7 +375,7 @@ fn synthetic_mlp(
         nodes[4].input[0] = "a_drop".into();
         inits.push(pb::TensorProto {
             name: "ratio".into(),
-            data_type: pb::DataType::Float as i32,
+            data_type: DataType::Float.code(),
             float_data: vec![0.2],
             ..Default::default()
         });
@@ -617,7 +616,7 @@ fn device_vs_host(kind: BackendKind, tol: f32) {
 /// that already uses one is refused before anything runs.
 #[test]
 fn the_device_trainer_refuses_a_graph_using_its_reserved_names() {
-    use pa_onnx::onnx::pb;
+    use pa_onnx::onnx::{pb, DataType};
     use prost::Message;
     let bytes = synthetic_mlp(64, 8, 16, 4, false, true);
     let mut m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
