@@ -213,7 +213,7 @@ mod tests {
         for code in -1..40 {
             let t = DataType::from_code(code);
             assert_eq!(t.code(), code);
-            assert_eq!(t.name().is_empty(), false);
+            assert!(!t.name().is_empty());
         }
         assert_eq!(DataType::from_code(16), DataType::Bfloat16);
         assert_eq!(DataType::Double.name(), "float64");

@@ -247,7 +247,7 @@ grad_tests! {
 
 #[test]
 fn unsupported_operator_is_named() {
-    use pa_onnx::onnx::{pb, DataType};
+    use pa_onnx::onnx::pb;
     use prost::Message;
     // A Hardmax between the weight and the loss has no gradient rule.
     let model = std::fs::read(fixture_dir("mlp").join("model.onnx")).unwrap();
@@ -266,7 +266,7 @@ fn unsupported_operator_is_named() {
 
 #[test]
 fn a_symbolic_dimension_without_a_batch_size_is_refused_with_a_hint() {
-    use pa_onnx::onnx::{pb, DataType};
+    use pa_onnx::onnx::pb;
     use pb::tensor_shape_proto::dimension::Value;
     use prost::Message;
     let mut m = pb::ModelProto::decode(synthetic_mlp(4, 3, 5, 2, false, true).as_slice()).unwrap();
@@ -287,7 +287,7 @@ fn a_symbolic_dimension_without_a_batch_size_is_refused_with_a_hint() {
 
 #[test]
 fn an_opset_before_13_is_refused_with_a_hint() {
-    use pa_onnx::onnx::{pb, DataType};
+    use pa_onnx::onnx::pb;
     use prost::Message;
     let mut m = pb::ModelProto::decode(synthetic_mlp(4, 3, 5, 2, false, true).as_slice()).unwrap();
     m.opset_import[0].version = 12;
@@ -616,7 +616,7 @@ fn device_vs_host(kind: BackendKind, tol: f32) {
 /// that already uses one is refused before anything runs.
 #[test]
 fn the_device_trainer_refuses_a_graph_using_its_reserved_names() {
-    use pa_onnx::onnx::{pb, DataType};
+    use pa_onnx::onnx::pb;
     use prost::Message;
     let bytes = synthetic_mlp(64, 8, 16, 4, false, true);
     let mut m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
