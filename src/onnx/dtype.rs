@@ -127,6 +127,15 @@ impl DataType {
         )
     }
 
+    /// Real floating point types of 16 bits or more: the ones the training
+    /// graph differentiates and whose division does not truncate.
+    pub fn is_float(self) -> bool {
+        matches!(
+            self,
+            DataType::Float | DataType::Float16 | DataType::Double | DataType::Bfloat16
+        )
+    }
+
     /// The value of an element's bits (in the low 16, 32 or 64 bits) as
     /// f64, exact, for the types [`DataType::is_rewirable_float`] accepts;
     /// None for the others.

@@ -15,36 +15,6 @@
 
 #![allow(missing_docs)]
 
-/// Element types of `TensorProto.data_type` and `TypeProto.Tensor.elem_type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-#[repr(i32)]
-pub enum DataType {
-    Undefined = 0,
-    Float = 1,
-    Uint8 = 2,
-    Int8 = 3,
-    Uint16 = 4,
-    Int16 = 5,
-    Int32 = 6,
-    Int64 = 7,
-    String = 8,
-    Bool = 9,
-    Float16 = 10,
-    Double = 11,
-    Uint32 = 12,
-    Uint64 = 13,
-    Complex64 = 14,
-    Complex128 = 15,
-    Bfloat16 = 16,
-    Float8e4m3fn = 17,
-    Float8e4m3fnuz = 18,
-    Float8e5m2 = 19,
-    Float8e5m2fnuz = 20,
-    Uint4 = 21,
-    Int4 = 22,
-    Float4e2m1 = 23,
-}
-
 /// Where a tensor's bytes live (`TensorProto.data_location`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
@@ -403,6 +373,7 @@ pub struct TrainingInfoProto {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::onnx::DataType;
     use prost::Message;
 
     /// Field numbers are the contract with every other ONNX tool: a model
@@ -436,7 +407,7 @@ mod tests {
                 node: vec![node],
                 initializer: vec![TensorProto {
                     dims: vec![2, 2],
-                    data_type: DataType::Float as i32,
+                    data_type: DataType::Float.code(),
                     name: "w".into(),
                     raw_data: vec![0; 16],
                     ..Default::default()
@@ -445,7 +416,7 @@ mod tests {
                     name: "x".into(),
                     r#type: Some(TypeProto {
                         value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                            elem_type: DataType::Float as i32,
+                            elem_type: DataType::Float.code(),
                             shape: Some(TensorShapeProto {
                                 dim: vec![dim(1), dim(2)],
                             }),

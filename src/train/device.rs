@@ -16,12 +16,12 @@ use ::ort::session::Session;
 use ::ort::value::{DynValue, Tensor};
 use prost::Message;
 
-use super::dtype::F32;
 use super::proto::{tensor_f32, value_info};
 use super::{TrainError, TrainingGraph};
 use crate::backend::ort::{raw_session, to_ort};
 use crate::backend::{BackendKind, BackendOptions, HostTensor};
 use crate::onnx::pb::{ModelProto, NodeProto};
+use crate::onnx::DataType;
 
 /// The update rules of [`super::Sgd`] and [`super::AdamW`], with their
 /// hyper-parameters.
@@ -156,7 +156,7 @@ fn fused_graph(graph: &TrainingGraph, opt: &DeviceOptimizer) -> Result<Vec<u8>, 
         n: 0,
     };
     let lr = scalar_input("lr");
-    let mut inputs = vec![value_info(&lr, F32, &[])];
+    let mut inputs = vec![value_info(&lr, DataType::Float, &[])];
     let mut outputs = Vec::new();
     match *opt {
         DeviceOptimizer::Sgd {
@@ -167,7 +167,7 @@ fn fused_graph(graph: &TrainingGraph, opt: &DeviceOptimizer) -> Result<Vec<u8>, 
             let (mom, wd) = (b.scalar("momentum", momentum), b.scalar("wd", weight_decay));
             for (i, p) in graph.params.iter().enumerate() {
                 let (pi, gi, vi) = (&p.name, &p.grad, state_input(i, "velocity"));
-                inputs.push(value_info(&vi, F32, &p.shape));
+                inputs.push(value_info(&vi, DataType::Float, &p.shape));
                 // g + wd * p; v = momentum * v + g; p - lr * v
                 let decayed = b.op("Mul", &[&wd, pi], None);
                 let g = b.op("Add", &[gi, &decayed], None);
@@ -175,8 +175,8 @@ fn fused_graph(graph: &TrainingGraph, opt: &DeviceOptimizer) -> Result<Vec<u8>, 
                 let v = b.op("Add", &[&kept, &g], Some(new_value(&vi)));
                 let step = b.op("Mul", &[&lr, &v], None);
                 let p_new = b.op("Sub", &[pi, &step], Some(param_output(i)));
-                outputs.push(value_info(&p_new, F32, &p.shape));
-                outputs.push(value_info(&v, F32, &p.shape));
+                outputs.push(value_info(&p_new, DataType::Float, &p.shape));
+                outputs.push(value_info(&v, DataType::Float, &p.shape));
             }
         }
         DeviceOptimizer::AdamW {
@@ -188,7 +188,7 @@ fn fused_graph(graph: &TrainingGraph, opt: &DeviceOptimizer) -> Result<Vec<u8>, 
                 scalar_input("decay"),
             );
             for name in [&c1, &c2, &decay] {
-                inputs.push(value_info(name, F32, &[]));
+                inputs.push(value_info(name, DataType::Float, &[]));
             }
             let b1 = b.scalar("beta1", beta1);
             let b2 = b.scalar("beta2", beta2);
@@ -199,7 +199,7 @@ fn fused_graph(graph: &TrainingGraph, opt: &DeviceOptimizer) -> Result<Vec<u8>, 
                 let (pi, gi) = (&p.name, &p.grad);
                 let (mi, vi) = (state_input(i, "m"), state_input(i, "v"));
                 for name in [&mi, &vi] {
-                    inputs.push(value_info(name, F32, &p.shape));
+                    inputs.push(value_info(name, DataType::Float, &p.shape));
                 }
                 // p *= decay; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g g;
                 // p -= lr (m / c1) / (sqrt(v / c2) + eps)
@@ -218,9 +218,9 @@ fn fused_graph(graph: &TrainingGraph, opt: &DeviceOptimizer) -> Result<Vec<u8>, 
                 let scaled = b.op("Mul", &[&lr, &m_hat], None);
                 let step = b.op("Div", &[&scaled, &denom], None);
                 let p_new = b.op("Sub", &[&p1, &step], Some(param_output(i)));
-                outputs.push(value_info(&p_new, F32, &p.shape));
-                outputs.push(value_info(&m, F32, &p.shape));
-                outputs.push(value_info(&v, F32, &p.shape));
+                outputs.push(value_info(&p_new, DataType::Float, &p.shape));
+                outputs.push(value_info(&m, DataType::Float, &p.shape));
+                outputs.push(value_info(&v, DataType::Float, &p.shape));
             }
         }
     }

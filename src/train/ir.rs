@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::onnx::pb::{AttributeProto, NodeProto, TensorProto};
+use crate::onnx::DataType;
 
 use super::geometry::swap_last;
 use super::node::{node_err, NodeExt};
@@ -26,7 +27,7 @@ pub(crate) type NodeRules = fn(&Graph, &NodeProto) -> Result<(Vec<Info>, Option<
 /// Element type and concrete shape of one value.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Info {
-    pub dtype: i32,
+    pub dtype: DataType,
     pub shape: Vec<i64>,
 }
 
@@ -104,7 +105,7 @@ impl Graph {
         self.info.insert(
             t.name.clone(),
             Info {
-                dtype: t.data_type,
+                dtype: DataType::from_code(t.data_type),
                 shape: t.dims.clone(),
             },
         );
@@ -124,7 +125,7 @@ impl Graph {
         self.inits.push(t);
     }
 
-    pub fn add_input(&mut self, name: &str, dtype: i32, shape: Vec<i64>) {
+    pub fn add_input(&mut self, name: &str, dtype: DataType, shape: Vec<i64>) {
         self.names.insert(name.into());
         self.info.insert(name.into(), Info { dtype, shape });
     }

@@ -15,7 +15,6 @@
 mod builder;
 #[cfg(feature = "ort")]
 mod device;
-mod dtype;
 mod geometry;
 mod ir;
 mod node;
@@ -187,8 +186,8 @@ pub struct RunningStat {
 pub struct DataInput {
     /// The input's name.
     pub name: String,
-    /// ONNX element type (1 = float, 7 = int64).
-    pub elem_type: i32,
+    /// Its element type (float32 or int64).
+    pub elem_type: crate::onnx::DataType,
     /// Its dimensions, all static.
     pub shape: Vec<i64>,
 }

@@ -7,6 +7,7 @@
 //! type belongs to the ONNX module, so the methods come as an extension trait.
 
 use crate::onnx::pb::{AttributeProto, NodeProto};
+use crate::onnx::DataType;
 
 use super::TrainError;
 
@@ -16,6 +17,8 @@ pub(crate) trait NodeExt {
     fn attr(&self, name: &str) -> Option<&AttributeProto>;
     /// An integer attribute, or `default` when absent.
     fn int_attr(&self, name: &str, default: i64) -> i64;
+    /// An element-type attribute (an ONNX type code), or `default` when absent.
+    fn dtype_attr(&self, name: &str, default: DataType) -> DataType;
     /// A float attribute, or `default` when absent.
     fn float_attr(&self, name: &str, default: f32) -> f32;
     /// A list-of-integers attribute.
@@ -32,6 +35,9 @@ impl NodeExt for NodeProto {
     }
     fn int_attr(&self, name: &str, default: i64) -> i64 {
         self.attr(name).map_or(default, |a| a.i)
+    }
+    fn dtype_attr(&self, name: &str, default: DataType) -> DataType {
+        DataType::from_code(self.int_attr(name, default.code() as i64) as i32)
     }
     fn float_attr(&self, name: &str, default: f32) -> f32 {
         self.attr(name).map_or(default, |a| a.f)

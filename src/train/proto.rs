@@ -8,10 +8,9 @@
 
 use crate::onnx::pb::{
     tensor_shape_proto::dimension::Value as DimValue, type_proto, AttributeProto, AttributeType,
-    DataType, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
-
-use super::dtype::{F32, I64};
+use crate::onnx::DataType;
 
 /// Constructors of node attributes: `Attr::int("axis", 1)`.
 pub(crate) enum Attr {}
@@ -24,6 +23,11 @@ impl Attr {
             i: v,
             ..Default::default()
         }
+    }
+    /// An element-type attribute (`to` of Cast, `dtype` of the random
+    /// operators), written as its ONNX code.
+    pub(crate) fn dtype(name: &str, t: DataType) -> AttributeProto {
+        Attr::int(name, t.code() as i64)
     }
     pub(crate) fn float(name: &str, v: f32) -> AttributeProto {
         AttributeProto {
@@ -63,7 +67,7 @@ pub(crate) fn tensor_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto 
     TensorProto {
         name: name.into(),
         dims: dims.to_vec(),
-        data_type: F32,
+        data_type: DataType::Float.code(),
         raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ..Default::default()
     }
@@ -72,7 +76,7 @@ pub(crate) fn tensor_i64(name: &str, dims: &[i64], data: &[i64]) -> TensorProto 
     TensorProto {
         name: name.into(),
         dims: dims.to_vec(),
-        data_type: I64,
+        data_type: DataType::Int64.code(),
         raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ..Default::default()
     }
@@ -85,7 +89,7 @@ pub(crate) fn decode_f64(t: &TensorProto) -> Option<Vec<f64>> {
     }
     let n: i64 = t.dims.iter().product();
     let raw = &t.raw_data;
-    let dt = DataType::try_from(t.data_type).ok()?;
+    let dt = DataType::from_code(t.data_type);
     let v: Vec<f64> = if !raw.is_empty() {
         match dt {
             DataType::Float => raw
@@ -133,7 +137,7 @@ pub(crate) fn decode_f64(t: &TensorProto) -> Option<Vec<f64>> {
 
 /// Decodes an f32 tensor (trainable parameters and running statistics).
 pub(crate) fn decode_f32(t: &TensorProto) -> Option<Vec<f32>> {
-    if t.data_type != F32 {
+    if DataType::from_code(t.data_type) != DataType::Float {
         return None;
     }
     if !t.raw_data.is_empty() {
@@ -147,13 +151,13 @@ pub(crate) fn decode_f32(t: &TensorProto) -> Option<Vec<f32>> {
     decode_f64(t).map(|v| v.into_iter().map(|x| x as f32).collect())
 }
 
-pub(crate) fn value_info(name: &str, dtype: i32, shape: &[i64]) -> ValueInfoProto {
+pub(crate) fn value_info(name: &str, dtype: DataType, shape: &[i64]) -> ValueInfoProto {
     use crate::onnx::pb::tensor_shape_proto::Dimension;
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: dtype,
+                elem_type: dtype.code(),
                 shape: Some(TensorShapeProto {
                     dim: shape
                         .iter()
@@ -171,7 +175,7 @@ pub(crate) fn value_info(name: &str, dtype: i32, shape: &[i64]) -> ValueInfoProt
 }
 
 /// Element type and dims of a graph input; `None` for a dimension without a value.
-pub(crate) fn input_type(v: &ValueInfoProto) -> Option<(i32, Vec<Option<i64>>, Vec<String>)> {
+pub(crate) fn input_type(v: &ValueInfoProto) -> Option<(DataType, Vec<Option<i64>>, Vec<String>)> {
     let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
         return None;
     };
@@ -190,5 +194,5 @@ pub(crate) fn input_type(v: &ValueInfoProto) -> Option<(i32, Vec<Option<i64>>, V
             }
         }
     }
-    Some((t.elem_type, dims, params))
+    Some((DataType::from_code(t.elem_type), dims, params))
 }

@@ -16,10 +16,9 @@ use pa_onnx::onnx::pb::{
     ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
+use pa_onnx::onnx::DataType;
 use pa_onnx::verify::inference::{compare_models, InferenceOptions, Status};
 use prost::Message;
-
-const FLOAT: i32 = pb::DataType::Float as i32;
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -28,7 +27,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 fn weight(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     TensorProto {
         dims: dims.to_vec(),
-        data_type: FLOAT,
+        data_type: DataType::Float.code(),
         name: name.into(),
         raw_data: f32_bytes(values),
         ..Default::default()
@@ -51,7 +50,7 @@ fn value_info(name: &str, dims: &[&str]) -> ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: FLOAT,
+                elem_type: DataType::Float.code(),
                 shape: Some(TensorShapeProto { dim }),
             })),
             denotation: String::new(),

@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use pa_onnx::onnx::pb;
+use pa_onnx::onnx::{pb, DataType};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
@@ -177,13 +177,13 @@ pub fn value_info(name: &str, elem: i32, dims: &[u64]) -> Msg {
 
 /// ValueInfoProto of a tensor with a fixed shape, as the `prost` type (for
 /// tests that build models from the protobuf types rather than bytes).
-pub fn pb_value_info(name: &str, elem_type: pb::DataType, dims: &[i64]) -> pb::ValueInfoProto {
+pub fn pb_value_info(name: &str, elem_type: DataType, dims: &[i64]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
     pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: elem_type as i32,
+                elem_type: elem_type.code(),
                 shape: Some(pb::TensorShapeProto {
                     dim: dims
                         .iter()

@@ -309,14 +309,14 @@ fn synthetic_mlp(
     dropout: bool,
     bias1: bool,
 ) -> Vec<u8> {
-    use pa_onnx::onnx::pb;
+    use pa_onnx::onnx::{pb, DataType};
     use prost::Message;
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut tensor = |name: &str, dims: &[i64], scale: f32, offset: f32| pb::TensorProto {
         name: name.into(),
         dims: dims.to_vec(),
-        data_type: pb::DataType::Float as i32,
+        data_type: DataType::Float.code(),
         float_data: (0..dims.iter().product::<i64>())
             .map(|_| offset + scale * (rng.random::<f32>() - 0.5))
             .collect(),
@@ -354,8 +354,7 @@ fn synthetic_mlp(
         },
         ..Default::default()
     };
-    let vi =
-        |name: &str, dims: &[i64]| crate::fixtures::pb_value_info(name, pb::DataType::Float, dims);
+    let vi = |name: &str, dims: &[i64]| crate::fixtures::pb_value_info(name, DataType::Float, dims);
     let mut nodes = vec![
         node("Gemm", &["x", "w1", "b1"], "h"),
         node(
@@ -376,7 +375,7 @@ fn synthetic_mlp(
         nodes[4].input[0] = "a_drop".into();
         inits.push(pb::TensorProto {
             name: "ratio".into(),
-            data_type: pb::DataType::Float as i32,
+            data_type: DataType::Float.code(),
             float_data: vec![0.2],
             ..Default::default()
         });

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use pa_onnx::backend::{self, BackendError, BackendKind, BackendOptions, HostTensor, TensorData};
-use pa_onnx::onnx::pb;
+use pa_onnx::onnx::{pb, DataType};
 use pa_onnx::train::{build_training_graph, LossKind, TrainGraphOptions, TrainingGraph};
 use prost::Message;
 
@@ -65,11 +65,11 @@ fn tensor(name: &str, dims: &[i64], vals: Vals) -> Tensor {
 }
 
 impl Tensor {
-    fn elem_type(&self) -> pb::DataType {
+    fn elem_type(&self) -> DataType {
         match self.vals {
-            Vals::F32(_) => pb::DataType::Float,
-            Vals::I64(_) => pb::DataType::Int64,
-            Vals::I32(_) => pb::DataType::Int32,
+            Vals::F32(_) => DataType::Float,
+            Vals::I64(_) => DataType::Int64,
+            Vals::I32(_) => DataType::Int32,
         }
     }
 
@@ -77,7 +77,7 @@ impl Tensor {
         let mut t = pb::TensorProto {
             name: self.name.clone(),
             dims: self.dims.clone(),
-            data_type: self.elem_type() as i32,
+            data_type: self.elem_type().code(),
             ..Default::default()
         };
         match &self.vals {
@@ -155,7 +155,7 @@ impl Tiny {
                     .collect(),
                 output: vec![pb_value_info(
                     &self.output.0,
-                    pb::DataType::Float,
+                    DataType::Float,
                     &self.output.1,
                 )],
                 ..Default::default()

@@ -12,7 +12,7 @@ use prost::Message;
 use crate::onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 
 use super::Builder;
-use crate::train::dtype::F32;
+use crate::onnx::DataType;
 use crate::train::proto::{decode_f32, value_info};
 use crate::train::{DataInput, Result, RunningStat, TrainError, TrainTensor, TrainingGraph};
 
@@ -29,7 +29,7 @@ impl Builder<'_> {
             .map(|t| (t.name.as_str(), t))
             .collect();
         let mut params = vec![];
-        let mut outputs = vec![value_info("loss", F32, &[])];
+        let mut outputs = vec![value_info("loss", DataType::Float, &[])];
         let mut renamed: HashMap<String, String> = HashMap::new();
         for (i, name) in self.trainable.clone().iter().enumerate() {
             let shape = self.g.shape(name)?;
@@ -74,7 +74,7 @@ impl Builder<'_> {
                     ..Default::default()
                 })?;
             }
-            outputs.push(value_info(&grad_name, F32, &shape));
+            outputs.push(value_info(&grad_name, DataType::Float, &shape));
             let init = decode_f32(init_map[name.as_str()]).unwrap_or_default();
             params.push(TrainTensor {
                 name: name.clone(),
@@ -89,7 +89,7 @@ impl Builder<'_> {
                 continue;
             }
             let shape = self.g.shape(input)?;
-            outputs.push(value_info(output, F32, &shape));
+            outputs.push(value_info(output, DataType::Float, &shape));
             running_stats.push(RunningStat {
                 input: input.clone(),
                 output: output.clone(),
@@ -104,10 +104,10 @@ impl Builder<'_> {
             .map(|d| value_info(&d.name, d.elem_type, &d.shape))
             .collect();
         for p in &params {
-            inputs.push(value_info(&p.name, F32, &p.shape));
+            inputs.push(value_info(&p.name, DataType::Float, &p.shape));
         }
         for s in &running_stats {
-            inputs.push(value_info(&s.input, F32, &s.shape));
+            inputs.push(value_info(&s.input, DataType::Float, &s.shape));
         }
         // Only what the outputs need: drops unused forward-only work.
         let (nodes, inits) = prune(self.g.nodes, self.g.inits, &outputs);

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use crate::onnx::pb::{GraphProto, NodeProto};
 
 use super::Builder;
-use crate::train::dtype::F32;
+use crate::onnx::DataType;
 use crate::train::ir::Graph;
 use crate::train::ops::{outputs, rule, Params};
 use crate::train::proto::{decode_f32, input_type};
@@ -87,7 +87,7 @@ impl<'a> Builder<'a> {
                     let Some(t) = init_map.get(name.as_str()) else {
                         continue;
                     };
-                    if t.data_type == F32
+                    if DataType::from_code(t.data_type) == DataType::Float
                         && !t.dims.is_empty()
                         && params.accepts(n, t)
                         && !opts.frozen.contains(&name)
@@ -110,7 +110,7 @@ impl<'a> Builder<'a> {
         if let Some(list) = &opts.trainable {
             for name in list {
                 match init_map.get(name.as_str()) {
-                    Some(t) if t.data_type == F32 => {}
+                    Some(t) if DataType::from_code(t.data_type) == DataType::Float => {}
                     Some(_) => {
                         return Err(TrainError::Model(format!(
                             "trainable tensor `{name}` is not float32"
@@ -129,13 +129,13 @@ impl<'a> Builder<'a> {
         }
         for t in &graph.initializer {
             if trainable.contains(&t.name) || stats.iter().any(|(s, _)| *s == t.name) {
-                if t.data_type != F32 || decode_f32(t).is_none() {
+                if DataType::from_code(t.data_type) != DataType::Float || decode_f32(t).is_none() {
                     return Err(TrainError::Model(format!(
                         "tensor `{}` must be float32 stored inside the model to be trained",
                         t.name
                     )));
                 }
-                g.add_input(&t.name, F32, t.dims.clone());
+                g.add_input(&t.name, DataType::Float, t.dims.clone());
             } else {
                 g.add_init(t.clone());
             }

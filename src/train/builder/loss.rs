@@ -8,7 +8,7 @@
 use crate::onnx::pb::NodeProto;
 
 use super::Builder;
-use crate::train::dtype::{F32, I64};
+use crate::onnx::DataType;
 use crate::train::ir::Info;
 use crate::train::proto::Attr;
 use crate::train::{DataInput, LossKind, Result, TrainError};
@@ -18,7 +18,7 @@ impl Builder<'_> {
     pub(super) fn loss(&mut self, logits: &str) -> Result<(DataInput, String)> {
         let g = &mut self.g;
         let info: Info = g.info(logits)?.clone();
-        if info.dtype != F32 {
+        if info.dtype != DataType::Float {
             return Err(TrainError::Model(format!(
                 "output `{logits}` is not float32"
             )));
@@ -42,10 +42,10 @@ impl Builder<'_> {
                 let (nb, k) = (info.shape[0], info.shape[1]);
                 let labels = DataInput {
                     name: "labels".into(),
-                    elem_type: I64,
+                    elem_type: DataType::Int64,
                     shape: vec![nb],
                 };
-                g.add_input("labels", I64, vec![nb]);
+                g.add_input("labels", DataType::Int64, vec![nb]);
                 let lsm = g.op("LogSoftmax", &[logits], vec![Attr::int("axis", 1)])?;
                 let lab2 = g.reshape("labels", &[nb, 1])?;
                 let picked = g.op("GatherElements", &[&lsm, &lab2], vec![Attr::int("axis", 1)])?;
@@ -63,7 +63,7 @@ impl Builder<'_> {
                 let range = g.const_i64(&classes);
                 let range = g.reshape(&range, &[1, k])?;
                 let eq = g.op("Equal", &[&lab2, &range], vec![])?;
-                let onehot = g.op("Cast", &[&eq], vec![Attr::int("to", F32 as i64)])?;
+                let onehot = g.op("Cast", &[&eq], vec![Attr::dtype("to", DataType::Float)])?;
                 let d = g.op("Sub", &[&p, &onehot], vec![])?;
                 let s = g.scalar(1.0 / nb as f32);
                 let gl = g.op("Mul", &[&d, &s], vec![])?;
@@ -72,10 +72,10 @@ impl Builder<'_> {
             LossKind::MeanSquaredError => {
                 let targets = DataInput {
                     name: "targets".into(),
-                    elem_type: F32,
+                    elem_type: DataType::Float,
                     shape: info.shape.clone(),
                 };
-                g.add_input("targets", F32, info.shape.clone());
+                g.add_input("targets", DataType::Float, info.shape.clone());
                 let diff = g.op("Sub", &[logits, "targets"], vec![])?;
                 let sq = g.op("Mul", &[&diff, &diff], vec![])?;
                 let mean = g.reduce("ReduceMean", &sq, &all, false)?;

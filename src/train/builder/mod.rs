@@ -16,7 +16,6 @@ use prost::Message;
 
 use crate::onnx::pb::{GraphProto, ModelProto, NodeProto};
 
-use super::dtype::is_float;
 use super::ir::Graph;
 use super::ops::{
     backward, batch_norm_training, dropout_training, is_non_differentiable, keep_indices,
@@ -91,7 +90,7 @@ impl Builder<'_> {
             return;
         }
         for o in &n.output {
-            if self.g.info.get(o).is_some_and(|i| is_float(i.dtype)) {
+            if self.g.info.get(o).is_some_and(|i| i.dtype.is_float()) {
                 self.req.insert(o.clone());
             }
         }

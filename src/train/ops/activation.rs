@@ -9,7 +9,7 @@ use crate::onnx::pb::NodeProto;
 
 use super::elementwise::unary;
 use super::{Grad, OpRule};
-use crate::train::dtype::F32;
+use crate::onnx::DataType;
 use crate::train::geometry::normalize_axis;
 use crate::train::ir::Graph;
 use crate::train::node::NodeExt;
@@ -146,6 +146,6 @@ fn log_softmax(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
 /// scalar branch through its general broadcasting loop, slower than a Cast
 /// and a Mul together; the two differ only where `gy` is not finite.
 fn mask_grad(g: &mut Graph, mask: &str, gy: &str) -> Result<String> {
-    let m = g.op("Cast", &[mask], vec![Attr::int("to", F32 as i64)])?;
+    let m = g.op("Cast", &[mask], vec![Attr::dtype("to", DataType::Float)])?;
     g.op("Mul", &[gy, &m], vec![])
 }

@@ -8,7 +8,7 @@
 use crate::onnx::pb::NodeProto;
 
 use super::{input, input_value, Grad, OpRule};
-use crate::train::dtype::{F32, I64};
+use crate::onnx::DataType;
 use crate::train::ir::{Graph, Info};
 use crate::train::node::{node_err, NodeExt};
 use crate::train::proto::decode_f64;
@@ -25,27 +25,27 @@ pub(super) const RULES: &[(&str, OpRule)] = &[
 fn constant(_: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
     if let Some(t) = n.attr("value").and_then(|a| a.t.as_ref()) {
         Ok(vec![Info {
-            dtype: t.data_type,
+            dtype: DataType::from_code(t.data_type),
             shape: t.dims.clone(),
         }])
     } else if let Some(a) = n.attr("value_ints") {
         Ok(vec![Info {
-            dtype: I64,
+            dtype: DataType::Int64,
             shape: vec![a.ints.len() as i64],
         }])
     } else if n.attr("value_int").is_some() {
         Ok(vec![Info {
-            dtype: I64,
+            dtype: DataType::Int64,
             shape: vec![],
         }])
     } else if let Some(a) = n.attr("value_floats") {
         Ok(vec![Info {
-            dtype: F32,
+            dtype: DataType::Float,
             shape: vec![a.floats.len() as i64],
         }])
     } else if n.attr("value_float").is_some() {
         Ok(vec![Info {
-            dtype: F32,
+            dtype: DataType::Float,
             shape: vec![],
         }])
     } else {
@@ -58,7 +58,7 @@ fn constant_of_shape(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
     let dtype = n
         .attr("value")
         .and_then(|a| a.t.as_ref())
-        .map_or(F32, |t| t.data_type);
+        .map_or(DataType::Float, |t| DataType::from_code(t.data_type));
     Ok(vec![Info { dtype, shape }])
 }
 

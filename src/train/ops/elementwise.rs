@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::onnx::pb::NodeProto;
 
 use super::{input, input_value, same_values, Grad, Grads, OpRule, Params};
-use crate::train::dtype::{is_float, BOOL, F32};
+use crate::onnx::DataType;
 use crate::train::geometry::broadcast;
 use crate::train::ir::{Graph, Info, Known};
 use crate::train::node::{node_err, NodeExt};
@@ -63,14 +63,14 @@ pub(super) fn unary(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
     let op = n.op_type.as_str();
     let mut x = input(g, n, 0)?.clone();
     if op == "Not" || op == "IsNaN" {
-        x.dtype = BOOL;
+        x.dtype = DataType::Bool;
     }
     Ok(vec![x])
 }
 
 fn cast(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
     Ok(vec![Info {
-        dtype: n.int_attr("to", F32 as i64) as i32,
+        dtype: n.dtype_attr("to", DataType::Float),
         shape: input(g, n, 0)?.shape.clone(),
     }])
 }
@@ -85,7 +85,7 @@ fn broadcasting(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
         .ok_or_else(|| node_err(n, format!("shapes {shapes:?} do not broadcast")))?;
     let dtype = match op {
         "Equal" | "Greater" | "Less" | "GreaterOrEqual" | "LessOrEqual" | "And" | "Or" | "Xor" => {
-            BOOL
+            DataType::Bool
         }
         "Where" => ins[1].dtype,
         _ => ins[0].dtype,
@@ -94,9 +94,9 @@ fn broadcasting(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
 }
 
 fn cast_values(g: &Graph, n: &NodeProto, _: &Info) -> Option<Vec<f64>> {
-    let to = n.int_attr("to", 1) as i32;
+    let to = n.dtype_attr("to", DataType::Float);
     let v = input_value(g, n, 0)?.vals.clone();
-    Some(if is_float(to) {
+    Some(if to.is_float() {
         v
     } else {
         v.into_iter().map(|x| x.trunc()).collect()
@@ -119,7 +119,7 @@ fn arithmetic(g: &Graph, n: &NodeProto, out: &Info) -> Option<Vec<f64>> {
     {
         return None;
     }
-    let int = !is_float(out.dtype);
+    let int = !out.dtype.is_float();
     Some(
         (0..n_out)
             .map(|i| {
@@ -160,7 +160,7 @@ fn identity(_: &mut Graph, _: &NodeProto, gy: &str) -> Result<String> {
 
 fn cast_grad(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
     let dt = g.info(&n.input[0])?.dtype;
-    g.op("Cast", &[gy], vec![Attr::int("to", dt as i64)])
+    g.op("Cast", &[gy], vec![Attr::dtype("to", dt)])
 }
 
 fn neg(g: &mut Graph, _: &NodeProto, gy: &str) -> Result<String> {
@@ -311,7 +311,7 @@ fn extremum(g: &mut Graph, n: &NodeProto, gy: &str, needs: &[bool], res: &mut Gr
     let mut masks = vec![];
     for x in &n.input {
         let eq = g.op("Equal", &[x, y], vec![])?;
-        masks.push(g.op("Cast", &[&eq], vec![Attr::int("to", F32 as i64)])?);
+        masks.push(g.op("Cast", &[&eq], vec![Attr::dtype("to", DataType::Float)])?);
     }
     let refs: Vec<&str> = masks.iter().map(String::as_str).collect();
     let ties = g.op("Sum", &refs, vec![])?;

@@ -8,7 +8,7 @@
 use crate::onnx::pb::{NodeProto, TensorProto};
 
 use super::{input, input_value, Grad, Grads, OpRule, Params};
-use crate::train::dtype::{F32, I64};
+use crate::onnx::DataType;
 use crate::train::geometry::{axis_of, normalize_axis};
 use crate::train::ir::{Graph, Info};
 use crate::train::node::NodeExt;
@@ -135,7 +135,7 @@ fn gather_back(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
         let rows = g.const_i64_shaped(&[v, 1], &rows);
         let cols = g.reshape(&idx, &[1, count])?;
         let eq = g.op("Equal", &[&rows, &cols], vec![])?;
-        let onehot = g.op("Cast", &[&eq], vec![Attr::int("to", F32 as i64)])?;
+        let onehot = g.op("Cast", &[&eq], vec![Attr::dtype("to", DataType::Float)])?;
         // [V, N] x [N, D], or batched over P: [V, N] x [P, N, D] -> [P, V, D].
         let gy3 = if p == 1 {
             g.reshape(gy, &[count, d])?
@@ -160,8 +160,8 @@ fn gather_indices(g: &mut Graph, idx: &str, v: i64, count: i64) -> Result<String
         return Ok(g.const_i64(&vals));
     }
     let mut i = idx.to_string();
-    if g.info(idx)?.dtype != I64 {
-        i = g.op("Cast", &[&i], vec![Attr::int("to", I64 as i64)])?;
+    if g.info(idx)?.dtype != DataType::Int64 {
+        i = g.op("Cast", &[&i], vec![Attr::dtype("to", DataType::Int64)])?;
     }
     let i = g.reshape(&i, &[count])?;
     let zero = g.const_i64(&[0]);

@@ -10,7 +10,7 @@
 use crate::onnx::pb::NodeProto;
 
 use super::{input, Grads, OpRule, Params};
-use crate::train::dtype::F32;
+use crate::onnx::DataType;
 use crate::train::geometry::axis_of;
 use crate::train::ir::{Graph, Info};
 use crate::train::node::{node_err, NodeExt};
@@ -48,11 +48,11 @@ fn layer_norm(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
     Ok(vec![
         x.clone(),
         Info {
-            dtype: F32,
+            dtype: DataType::Float,
             shape: stat.clone(),
         },
         Info {
-            dtype: F32,
+            dtype: DataType::Float,
             shape: stat,
         },
     ])
@@ -278,8 +278,8 @@ pub(crate) fn layer_norm_training(g: &mut Graph, n: &NodeProto) -> Result<LayerN
     let a = n.int_attr("axis", -1);
     let a = if a < 0 { a + r } else { a };
     let axes: Vec<i64> = (a..r).collect();
-    let stash = n.int_attr("stash_type", 1);
-    let (xhat, invstd) = if g.info(&x)?.dtype == F32 && stash == F32 as i64 {
+    let f32_stash = n.int_attr("stash_type", 1) == DataType::Float.code() as i64;
+    let (xhat, invstd) = if g.info(&x)?.dtype == DataType::Float && f32_stash {
         // The fused node, asked for its optional Mean and InvStdDev
         // outputs: three nodes instead of ten, and each node costs the
         // runtime a dispatch however small its tensors are.

@@ -9,7 +9,7 @@ use crate::onnx::pb::NodeProto;
 
 use super::conv::conv_attrs;
 use super::{input, Grad, OpRule};
-use crate::train::dtype::I64;
+use crate::onnx::DataType;
 use crate::train::geometry::geometry;
 use crate::train::ir::{Graph, Info};
 use crate::train::node::{node_err, NodeExt};
@@ -39,7 +39,10 @@ fn windows(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
             dtype: x.dtype,
             shape: shape.clone(),
         },
-        Info { dtype: I64, shape },
+        Info {
+            dtype: DataType::Int64,
+            shape,
+        },
     ])
 }
 

@@ -8,7 +8,7 @@
 use crate::onnx::pb::NodeProto;
 
 use super::{input, Grad, OpRule};
-use crate::train::dtype::{BOOL, F32};
+use crate::onnx::DataType;
 use crate::train::ir::{Graph, Info};
 use crate::train::node::{node_err, NodeExt};
 use crate::train::proto::Attr;
@@ -29,14 +29,14 @@ fn random(_: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
         .ints_attr("shape")
         .ok_or_else(|| node_err(n, "shape missing"))?;
     Ok(vec![Info {
-        dtype: n.int_attr("dtype", F32 as i64) as i32,
+        dtype: n.dtype_attr("dtype", DataType::Float),
         shape,
     }])
 }
 
 fn random_like(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
     let x = input(g, n, 0)?;
-    let dtype = n.int_attr("dtype", x.dtype as i64) as i32;
+    let dtype = n.dtype_attr("dtype", x.dtype);
     Ok(vec![Info {
         dtype,
         shape: x.shape.clone(),
@@ -48,7 +48,7 @@ fn dropout(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
     Ok(vec![
         x.clone(),
         Info {
-            dtype: BOOL,
+            dtype: DataType::Bool,
             shape: x.shape,
         },
     ])
@@ -63,7 +63,11 @@ fn dropout_grad(g: &mut Graph, n: &NodeProto, gy: &str) -> Result<String> {
                 .filter(|s| !s.is_empty())
                 .and_then(|r| g.known(r))
                 .map_or(0.5, |k| k.vals[0]);
-            let m = g.op("Cast", &[&n.output[1]], vec![Attr::int("to", F32 as i64)])?;
+            let m = g.op(
+                "Cast",
+                &[&n.output[1]],
+                vec![Attr::dtype("to", DataType::Float)],
+            )?;
             let s = g.scalar((1.0 / (1.0 - ratio)) as f32);
             let ms = g.op("Mul", &[&m, &s], vec![])?;
             g.op("Mul", &[gy, &ms], vec![])?
@@ -103,7 +107,7 @@ pub(crate) fn dropout_training(
     // training mode, which tract refuses to run; ORT and tract both
     // draw from a seeded generator that advances with every run.
     let x = n.input[0].clone();
-    let mut attrs = vec![Attr::int("dtype", F32 as i64)];
+    let mut attrs = vec![Attr::dtype("dtype", DataType::Float)];
     if let Some(seed) = opts.dropout_seed {
         *dropouts += 1;
         attrs.push(Attr::float("seed", (seed + *dropouts) as f32));
@@ -113,7 +117,7 @@ pub(crate) fn dropout_training(
     let u = g.op("RandomUniform", &[], attrs)?;
     let r = g.scalar(ratio as f32);
     let keep = g.op("GreaterOrEqual", &[&u, &r], vec![])?;
-    let m = g.op("Cast", &[&keep], vec![Attr::int("to", F32 as i64)])?;
+    let m = g.op("Cast", &[&keep], vec![Attr::dtype("to", DataType::Float)])?;
     let scale = g.scalar((1.0 / (1.0 - ratio)) as f32);
     let ms = g.op("Mul", &[&m, &scale], vec![])?;
     if let Some(mask) = n.output.get(1).filter(|s| !s.is_empty()) {

@@ -8,7 +8,7 @@
 use crate::onnx::pb::NodeProto;
 
 use super::{input, Grad, OpRule};
-use crate::train::dtype::I64;
+use crate::onnx::DataType;
 use crate::train::geometry::axes_of;
 use crate::train::ir::{Graph, Info};
 use crate::train::node::NodeExt;
@@ -46,7 +46,11 @@ fn reduced(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
             shape.push(d);
         }
     }
-    let dtype = if op.starts_with("Arg") { I64 } else { x.dtype };
+    let dtype = if op.starts_with("Arg") {
+        DataType::Int64
+    } else {
+        x.dtype
+    };
     Ok(vec![Info { dtype, shape }])
 }
 

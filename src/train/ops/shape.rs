@@ -11,7 +11,7 @@
 use crate::onnx::pb::NodeProto;
 
 use super::{has_input, input, input_value, same_values, Grad, Grads, OpRule};
-use crate::train::dtype::I64;
+use crate::onnx::DataType;
 use crate::train::geometry::{axes_of, axis_of, broadcast, normalize_axis};
 use crate::train::ir::{Graph, Info};
 use crate::train::node::{node_err, NodeExt};
@@ -190,14 +190,14 @@ fn shape(g: &Graph, n: &NodeProto) -> Result<Vec<Info>> {
     let clamp = |v: i64| if v < 0 { (v + r).max(0) } else { v.min(r) };
     let (s, e) = (clamp(n.int_attr("start", 0)), clamp(n.int_attr("end", r)));
     Ok(vec![Info {
-        dtype: I64,
+        dtype: DataType::Int64,
         shape: vec![(e - s).max(0)],
     }])
 }
 
 fn size(_: &Graph, _: &NodeProto) -> Result<Vec<Info>> {
     Ok(vec![Info {
-        dtype: I64,
+        dtype: DataType::Int64,
         shape: vec![],
     }])
 }
