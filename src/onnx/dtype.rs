@@ -121,10 +121,7 @@ impl DataType {
 
     /// Types pa-onnx rewires: real floating point of 16 bits or more.
     pub fn is_rewirable_float(self) -> bool {
-        matches!(
-            self,
-            DataType::Float | DataType::Float16 | DataType::Double | DataType::Bfloat16
-        )
+        self.is_float()
     }
 
     /// Real floating point types of 16 bits or more: the ones the training

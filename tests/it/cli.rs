@@ -512,10 +512,14 @@ fn a_training_error_prints_its_hint_on_a_line_of_its_own() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     let first = err.lines().next().unwrap_or_default();
-    assert!(first.starts_with("error: ") && first.contains("batch"), "{err}");
+    assert!(
+        first.starts_with("error: ") && first.contains("batch"),
+        "{err}"
+    );
     assert!(!first.contains("hint"), "{err}");
     assert!(
-        err.lines().any(|l| l.starts_with("hint: ") && l.contains("batch size")),
+        err.lines()
+            .any(|l| l.starts_with("hint: ") && l.contains("batch size")),
         "{err}"
     );
 }
