@@ -4,7 +4,7 @@
 //! A tensor is a weight when every path from it ends in a weight slot (Gemm
 //! B, a constant MatMul operand, Conv/ConvTranspose W), possibly through
 //! Identity, Cast, Transpose or a model-local function call. Its matrix view
-//! (rows = output neurons) follows the table of ALGORITHM.md section 1, with
+//! (rows = output neurons) follows the table of docs/algorithm.md section 1, with
 //! Transposes on the way folded in. Everything else is listed as skipped,
 //! with the reason a user needs to understand why it was left alone.
 
