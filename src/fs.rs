@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::staging::StagedFile;
 
 /// The folder a file lives in ("." for a bare file name).
 pub fn parent_dir(p: &Path) -> &Path {
@@ -28,15 +29,16 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Writes a small file through a temporary file beside it and a rename, so
-/// that `path` holds either its old content or all of the new one.
+/// Writes a small file through a staging file beside it and a rename, so
+/// that `path` holds either its old content or all of the new one (and an
+/// interrupted run leaves neither a half file nor the staging file).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
-    let mut f = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| Error::io("cannot create a file in", dir, e))?;
-    f.write_all(bytes)
+    let f = StagedFile::create_in(dir).map_err(|e| Error::io("cannot create a file in", dir, e))?;
+    f.as_file()
+        .write_all(bytes)
         .map_err(|e| Error::io("cannot write", path, e))?;
     f.persist(path)
-        .map_err(|e| Error::io("cannot write", path, e.error))?;
+        .map_err(|e| Error::io("cannot write", path, e))?;
     Ok(())
 }

@@ -46,6 +46,7 @@ pub mod plan;
 pub mod report;
 pub mod rewire;
 mod sort;
+pub mod staging;
 pub(crate) mod stats;
 pub mod synth;
 pub mod train;

@@ -2,10 +2,12 @@
 //! module resolves its options, calls the library and prints; none of them
 //! exits the process, they return a [`Status`].
 
+mod clean;
 mod doctor;
 mod inspect;
 mod printer;
 mod rewire;
+mod signals;
 mod train_graph;
 mod verify;
 
@@ -51,10 +53,13 @@ enum Command {
     Doctor(doctor::Args),
     /// Write the training graph of a model (loss and gradients in plain ONNX).
     TrainGraph(train_graph::Args),
+    /// Remove the staging files that killed runs left in a folder.
+    Clean(clean::Args),
 }
 
 /// Runs the command line and turns its outcome into an exit status:
-/// 0 success, 1 a check failed, 2 usage, input or I/O error.
+/// 0 success, 1 a check failed, 2 usage, input or I/O error; 130, 143
+/// and 129 when SIGINT, SIGTERM or SIGHUP interrupted it (see [`signals`]).
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -64,12 +69,14 @@ pub fn main() -> ExitCode {
         }
     };
     let printer = Printer::new(cli.quiet);
+    signals::install(printer.clone());
     let result: Result<Status> = match cli.command {
         Command::Inspect(a) => inspect::run(a, &printer).map_err(Into::into),
         Command::Rewire(a) => rewire::run(a, &printer).map_err(Into::into),
         Command::Verify(a) => verify::run(a, &printer).map_err(Into::into),
         Command::Doctor(a) => doctor::run(a, &printer).map_err(Into::into),
         Command::TrainGraph(a) => train_graph::run(a, &printer),
+        Command::Clean(a) => clean::run(a, &printer).map_err(Into::into),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,
@@ -81,4 +88,5 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub use pa_onnx::fs::write_atomically;
+pub use pa_onnx::fs::{parent_dir, write_atomically};
+pub use signals::warn_stale;

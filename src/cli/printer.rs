@@ -5,6 +5,7 @@
 use std::io::{IsTerminal, Write};
 
 /// The one way the command line writes to the terminal.
+#[derive(Debug, Clone)]
 pub struct Printer {
     quiet: bool,
 }
@@ -28,6 +29,21 @@ impl Printer {
         let text = serde_json::to_string_pretty(value).expect("reports serialize");
         let mut o = std::io::stdout().lock();
         let _ = writeln!(o, "{text}");
+    }
+
+    /// A warning, on stderr, unless quiet.
+    pub fn warn(&self, text: &str) {
+        if !self.quiet {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "warning: {text}");
+        }
+    }
+
+    /// A line on stderr that is printed quiet or not (what an interrupted
+    /// run did before it exited).
+    pub fn notice(&self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{text}");
     }
 
     /// Whether a progress bar makes sense (stderr is a terminal).

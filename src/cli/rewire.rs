@@ -169,6 +169,9 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
     } else {
         args.output.as_deref()
     };
+    if let Some(out) = output {
+        super::warn_stale(p, super::parent_dir(out));
+    }
     let report = pipeline::rewire_model(&model, &plan, output, &opts)?;
     if let Some(b) = bar {
         b.finish_and_clear();

@@ -70,6 +70,7 @@ pub fn run(args: Args, p: &Printer) -> super::Result<Status> {
         ..Default::default()
     };
     let graph = build_training_graph(&bytes, &opts)?;
+    super::warn_stale(p, super::parent_dir(&args.output));
     super::write_atomically(&args.output, &graph.model)?;
     p.out(&format!(
         "wrote {}: {} trainable tensors, {} running statistics, loss `{}`",

@@ -13,11 +13,10 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use tempfile::NamedTempFile;
-
 use super::model::{Model, Storage};
 use crate::error::{Error, Result};
 use crate::fs::{parent_dir, same_file};
+use crate::staging::StagedFile;
 
 /// An output being written: the model file and its external data files.
 pub struct Output {
@@ -28,7 +27,7 @@ pub struct Output {
 }
 
 struct Staged {
-    temp: NamedTempFile,
+    temp: StagedFile,
     dest: PathBuf,
 }
 
@@ -45,10 +44,7 @@ pub struct WriteOptions {
 fn stage(dest: &Path, like: Option<&Path>) -> Result<Staged> {
     let dir = parent_dir(dest);
     std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create folder", dir, e))?;
-    let temp = tempfile::Builder::new()
-        .prefix(".pa-onnx-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
+    let temp = StagedFile::create_in(dir)
         .map_err(|e| Error::io("cannot create a temporary file in", dir, e))?;
     // Temporary files are private by default; the output should get the
     // permissions its input had.
@@ -218,7 +214,7 @@ impl Output {
                     .map_err(|e| Error::io("cannot flush", &dest, e))?;
             }
             temp.persist(&dest)
-                .map_err(|e| Error::io("cannot rename into", &dest, e.error))?;
+                .map_err(|e| Error::io("cannot rename into", &dest, e))?;
         }
         Ok(())
     }

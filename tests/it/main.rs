@@ -27,6 +27,8 @@
 //!   (`tests/fixtures/grads/`), the training loops and the two trainers.
 //! - `train_rules`: the gradient rule of one operator, on a tiny model with
 //!   a gradient worked out by hand (strided Slice, Gather, Max/Min).
+//! - `signals`: interrupted runs (SIGINT, SIGTERM, SIGHUP, SIGKILL): exit
+//!   statuses, messages, and no staging file left; `pa-onnx clean`.
 //! - `fixtures`: no tests; the byte-level ONNX encoder and the helpers that
 //!   several modules share.
 
@@ -38,5 +40,6 @@ mod fixtures;
 mod hostile;
 mod locate;
 pub mod roundtrip;
+mod signals;
 mod train;
 mod train_rules;
