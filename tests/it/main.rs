@@ -26,7 +26,9 @@
 //! - `train`: training graphs against PyTorch autograd fixtures
 //!   (`tests/fixtures/grads/`), the training loops and the two trainers.
 //! - `train_rules`: the gradient rule of one operator, on a tiny model with
-//!   a gradient worked out by hand (strided Slice, Gather, Max/Min).
+//!   a gradient worked out by hand, one file per operator under
+//!   `train_rules/` (strided Slice, Gather, Max/Min), the shared tiny-model
+//!   builder and runner in its `mod.rs`.
 //! - `signals`: interrupted runs (SIGINT, SIGTERM, SIGHUP, SIGKILL): exit
 //!   statuses, messages, and no staging file left; `pa-onnx clean`.
 //! - `fixtures`: no tests; the byte-level ONNX encoder and the helpers that
