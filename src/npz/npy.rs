@@ -42,8 +42,8 @@ pub(crate) enum NpyError {
         got: usize,
     },
     /// The values do not fill the shape (the tensor's own check).
-    #[error("{0}")]
-    Tensor(String),
+    #[error(transparent)]
+    Tensor(#[from] crate::backend::ShapeMismatch),
 }
 
 /// Parses one `.npy` array: little-endian f32/f64/f16/i64/i32/bool, C order.
@@ -133,7 +133,7 @@ pub(crate) fn parse_npy(b: &[u8]) -> Result<HostTensor, NpyError> {
         ),
         _ => TensorData::Bool(chunks.map(|c| c[0] != 0).collect()),
     };
-    HostTensor::new(shape, data).map_err(|e| NpyError::Tensor(e.to_string()))
+    HostTensor::new(shape, data).map_err(NpyError::Tensor)
 }
 
 /// The text after `'key':` in a .npy header dict.

@@ -45,8 +45,8 @@ pub(super) enum InputError {
     )]
     NoRandomValues { input: String, dtype: String },
     /// The values do not fill the shape (the tensor's own check).
-    #[error("{0}")]
-    Tensor(String),
+    #[error(transparent)]
+    Tensor(#[from] crate::backend::ShapeMismatch),
 }
 
 /// The arrays of the user's `.npz` file, under their keys.
@@ -143,7 +143,7 @@ fn random_input(spec: &IoSpec, shape: Vec<usize>, seed: u64) -> Result<HostTenso
             })
         }
     };
-    HostTensor::new(shape, data).map_err(|e| InputError::Tensor(e.to_string()))
+    HostTensor::new(shape, data).map_err(InputError::Tensor)
 }
 
 /// Standard normal samples by the Box-Muller transform (both halves used).
