@@ -85,6 +85,11 @@ impl Builder<'_> {
         self.req.contains(name)
     }
 
+    /// For each input of `n`, whether a gradient must reach it.
+    fn needs(&self, n: &NodeProto) -> Vec<bool> {
+        n.input.iter().map(|i| self.requires(i)).collect()
+    }
+
     fn mark_outputs(&mut self, n: &NodeProto) {
         if is_non_differentiable(&n.op_type) || !n.input.iter().any(|i| self.req.contains(i)) {
             return;
@@ -158,7 +163,7 @@ impl Builder<'_> {
         for step in tape.iter().rev() {
             match step {
                 Step::Node(n) => {
-                    let needs: Vec<bool> = n.input.iter().map(|i| self.req.contains(i)).collect();
+                    let needs = self.needs(n);
                     if !needs.iter().any(|&b| b) || is_non_differentiable(&n.op_type) {
                         for o in &n.output {
                             self.grads.remove(o);
@@ -183,12 +188,7 @@ impl Builder<'_> {
                     let Some(gy) = self.take_grad(&tape.node.output[0])? else {
                         continue;
                     };
-                    let needs: Vec<bool> = tape
-                        .node
-                        .input
-                        .iter()
-                        .map(|i| self.req.contains(i))
-                        .collect();
+                    let needs = self.needs(&tape.node);
                     let gx = tape.backward(&mut self.g, &gy, self.opts.target, &needs)?;
                     self.add_grads(&tape.node, gx);
                 }
@@ -196,12 +196,7 @@ impl Builder<'_> {
                     let Some(gy) = self.take_grad(&tape.node.output[0])? else {
                         continue;
                     };
-                    let needs: Vec<bool> = tape
-                        .node
-                        .input
-                        .iter()
-                        .map(|i| self.req.contains(i))
-                        .collect();
+                    let needs = self.needs(&tape.node);
                     let gx = tape.backward(&mut self.g, &gy, &needs)?;
                     self.add_grads(&tape.node, gx);
                 }

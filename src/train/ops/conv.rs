@@ -226,6 +226,39 @@ fn weight_grad_by_conv(
     g.transpose(&w, &[vec![1, 0], tail(2)].concat())
 }
 
+/// What both convolutions' gradients start from: the operands, the kernel (from the attribute, or the weight's spatial dims),
+/// the window geometry, the group count and the number of spatial axes.
+struct Window {
+    x: String,
+    w: String,
+    kernel: Vec<i64>,
+    geo: Geom,
+    group: i64,
+    sp: usize,
+}
+
+impl Window {
+    fn of(g: &Graph, n: &NodeProto) -> Result<Window> {
+        let (x, w) = (n.input[0].clone(), n.input[1].clone());
+        let xs = g.shape(&x)?;
+        let wsh = g.shape(&w)?;
+        let kernel = n
+            .ints_attr("kernel_shape")
+            .unwrap_or_else(|| wsh[2..].to_vec());
+        let geo = geometry(n, &xs, &kernel, false)?;
+        let group = n.int_attr("group", 1);
+        let sp = xs.len() - 2;
+        Ok(Window {
+            x,
+            w,
+            kernel,
+            geo,
+            group,
+            sp,
+        })
+    }
+}
+
 fn conv_grad(
     g: &mut Graph,
     n: &NodeProto,
@@ -234,15 +267,14 @@ fn conv_grad(
     res: &mut Grads,
 ) -> Result<()> {
     let need = |i: usize| needs.get(i).copied().unwrap_or(false);
-    let (x, w) = (n.input[0].clone(), n.input[1].clone());
-    let xs = g.shape(&x)?;
-    let wsh = g.shape(&w)?;
-    let kernel = n
-        .ints_attr("kernel_shape")
-        .unwrap_or_else(|| wsh[2..].to_vec());
-    let geo = geometry(n, &xs, &kernel, false)?;
-    let group = n.int_attr("group", 1);
-    let sp = xs.len() - 2;
+    let Window {
+        x,
+        w,
+        kernel,
+        geo,
+        group,
+        sp,
+    } = Window::of(g, n)?;
     if need(0) {
         res[0] = Some(
             match input_grad_by_product(g, n, gy, &w, &geo, &kernel, group)? {
@@ -362,15 +394,14 @@ fn conv_transpose(
     res: &mut Grads,
 ) -> Result<()> {
     let need = |i: usize| needs.get(i).copied().unwrap_or(false);
-    let (x, w) = (n.input[0].clone(), n.input[1].clone());
-    let xs = g.shape(&x)?;
-    let wsh = g.shape(&w)?;
-    let kernel = n
-        .ints_attr("kernel_shape")
-        .unwrap_or_else(|| wsh[2..].to_vec());
-    let geo = geometry(n, &xs, &kernel, false)?;
-    let group = n.int_attr("group", 1);
-    let sp = xs.len() - 2;
+    let Window {
+        x,
+        w,
+        kernel,
+        geo,
+        group,
+        sp,
+    } = Window::of(g, n)?;
     if need(0) {
         let mut attrs = conv_attrs(&geo.strides, &geo.dilations, &geo.pads(), group);
         attrs.push(Attr::ints("kernel_shape", &kernel));
