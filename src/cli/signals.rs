@@ -72,17 +72,7 @@ pub fn warn_stale(printer: &Printer, dir: &Path) {
     printer.warn(&text);
 }
 
-/// A size as people read it.
+/// A size as people read it (binary units, as `ls -h` and `du -h` use).
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
+    indicatif::HumanBytes(bytes).to_string()
 }
