@@ -36,6 +36,7 @@
 
 pub mod backend;
 mod budget;
+pub mod compare;
 pub mod digest;
 mod error;
 pub mod fs;
