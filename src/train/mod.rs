@@ -15,6 +15,7 @@
 mod builder;
 #[cfg(feature = "ort")]
 mod device;
+mod evaluator;
 mod geometry;
 mod ir;
 mod node;
@@ -23,9 +24,10 @@ pub mod optim;
 mod proto;
 mod trainer;
 
-pub use builder::build_training_graph;
+pub use builder::{build_eval_graph, build_training_graph, EvalGraph};
 #[cfg(feature = "ort")]
 pub use device::{DeviceOptimizer, DeviceTrainer};
+pub use evaluator::Evaluator;
 pub use optim::{AdamW, Optimizer, Sgd};
 pub use trainer::Trainer;
 

@@ -122,18 +122,7 @@ impl Builder<'_> {
                     .into(),
             ..Default::default()
         };
-        let mut opset_import: Vec<OperatorSetIdProto> = model
-            .opset_import
-            .iter()
-            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-            .cloned()
-            .collect();
-        if opset_import.is_empty() {
-            opset_import.push(OperatorSetIdProto {
-                domain: String::new(),
-                version: self.g.opset,
-            });
-        }
+        let opset_import = default_opsets(model, self.g.opset);
         let out = ModelProto {
             ir_version: model.ir_version.max(7),
             opset_import,
@@ -153,8 +142,25 @@ impl Builder<'_> {
     }
 }
 
+/// The model's default-domain opset import, or `opset` when it has none.
+pub(super) fn default_opsets(model: &ModelProto, opset: i64) -> Vec<OperatorSetIdProto> {
+    let mut opset_import: Vec<OperatorSetIdProto> = model
+        .opset_import
+        .iter()
+        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .cloned()
+        .collect();
+    if opset_import.is_empty() {
+        opset_import.push(OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        });
+    }
+    opset_import
+}
+
 /// Keeps the nodes and initializers the outputs depend on, in order.
-fn prune(
+pub(super) fn prune(
     nodes: Vec<NodeProto>,
     inits: Vec<crate::onnx::pb::TensorProto>,
     outputs: &[crate::onnx::pb::ValueInfoProto],

@@ -6,6 +6,7 @@
 //! outputs ([`finish`]) have their own files, and each operator's rules are
 //! in [`super::ops`].
 
+mod eval;
 mod finish;
 mod inputs;
 mod loss;
@@ -13,6 +14,8 @@ mod loss;
 use std::collections::{HashMap, HashSet};
 
 use prost::Message;
+
+pub use eval::{build_eval_graph, EvalGraph};
 
 use crate::onnx::pb::{GraphProto, ModelProto, NodeProto};
 
