@@ -14,7 +14,9 @@
 //!    makes the [`report`];
 //! 5. [`verify`] proves that a file's weights are a permutation of
 //!    another's, and runs both models through a [`backend`];
-//! 6. [`train`] builds training graphs in plain ONNX and runs them.
+//! 6. [`train`] builds training graphs in plain ONNX and runs them;
+//! 7. [`compare`] trains the original and the rewired model over seeds,
+//!    paired, and reports whether rewiring helped.
 //!
 //! The usual entry points are re-exported here: [`rewire_file`] with
 //! [`RewireOptions`], [`locate`] for the plan alone, and

@@ -3,6 +3,7 @@
 //! exits the process, they return a [`Status`].
 
 mod clean;
+mod compare;
 mod doctor;
 mod inspect;
 mod printer;
@@ -55,6 +56,7 @@ enum Command {
     TrainGraph(train_graph::Args),
     /// Remove the staging files that killed runs left in a folder.
     Clean(clean::Args),
+    Compare(compare::Args),
 }
 
 /// Runs the command line and turns its outcome into an exit status:
@@ -77,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Doctor(a) => doctor::run(a, &printer).map_err(Into::into),
         Command::TrainGraph(a) => train_graph::run(a, &printer),
         Command::Clean(a) => clean::run(a, &printer).map_err(Into::into),
+        Command::Compare(a) => compare::run(a, &printer),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

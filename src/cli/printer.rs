@@ -90,5 +90,8 @@ fn hints_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
     if let Some(train) = e.downcast_ref::<pa_onnx::train::TrainError>() {
         hints.extend(train.hint());
     }
+    if let Some(cmp) = e.downcast_ref::<pa_onnx::compare::CompareError>() {
+        hints.extend(cmp.hint());
+    }
     hints
 }

@@ -229,3 +229,30 @@ fn model_files(
         .collect::<Result<_, TrainError>>()?;
     Ok((dir, paths))
 }
+
+impl TrainingGraph {
+    /// Adds the float value `name` (of dimensions `shape`) to the graph's
+    /// outputs, e.g. the logits for the training accuracy, which
+    /// [`Trainer::step_with`] then returns.
+    pub fn expose(&mut self, name: &str, shape: &[i64]) -> Result<(), TrainError> {
+        use prost::Message;
+        let mut model = crate::onnx::pb::ModelProto::decode(self.model.as_slice())?;
+        let graph = model
+            .graph
+            .as_mut()
+            .ok_or_else(|| TrainError::Model("the training graph has no graph".into()))?;
+        if graph.output.iter().any(|o| o.name == name) {
+            return Ok(());
+        }
+        if !graph.node.iter().any(|n| n.output.iter().any(|o| o == name)) {
+            return Err(TrainError::Model(format!(
+                "the training graph computes no value `{name}`"
+            )));
+        }
+        graph
+            .output
+            .push(proto::value_info(name, crate::onnx::DataType::Float, shape));
+        self.model = model.encode_to_vec();
+        Ok(())
+    }
+}

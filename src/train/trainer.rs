@@ -57,6 +57,18 @@ impl Trainer {
         inputs: &[(String, HostTensor)],
         labels: HostTensor,
     ) -> Result<f32, TrainError> {
+        Ok(self.step_with(inputs, labels, &[])?.0)
+    }
+
+    /// [`Trainer::step`], also returning the float outputs named in
+    /// `extra` (for instance the logits, when the graph exposes them), in
+    /// that order.
+    pub fn step_with(
+        &mut self,
+        inputs: &[(String, HostTensor)],
+        labels: HostTensor,
+        extra: &[&str],
+    ) -> Result<(f32, Vec<Vec<f32>>), TrainError> {
         let mut feeds: Vec<(String, HostTensor)> = inputs.to_vec();
         feeds.push((self.graph.labels.clone(), labels));
         for (p, v) in self.graph.params.iter().zip(&self.params) {
@@ -100,8 +112,9 @@ impl Trainer {
         for (i, s) in self.graph.running_stats.iter().enumerate() {
             self.stats[i] = take(&s.output)?;
         }
+        let extra = extra.iter().map(|n| take(n)).collect::<Result<_, _>>()?;
         self.optimizer.step(&mut self.params, &grads);
-        Ok(loss)
+        Ok((loss, extra))
     }
 
     /// Current parameter values, by tensor name.

@@ -29,6 +29,9 @@
 //!   a gradient worked out by hand, one file per operator under
 //!   `train_rules/` (strided Slice, Gather, Max/Min), the shared tiny-model
 //!   builder and runner in its `mod.rs`.
+//! - `compare`: paired training runs (`pa-onnx compare`) on the committed
+//!   small CNN and a synthetic task: the report's consistency, resuming,
+//!   divergence, bad data, plots.
 //! - `signals`: interrupted runs (SIGINT, SIGTERM, SIGHUP, SIGKILL): exit
 //!   statuses, messages, and no staging file left; `pa-onnx clean`.
 //! - `fixtures`: no tests; the byte-level ONNX encoder and the helpers that
@@ -37,6 +40,7 @@
 mod algorithm;
 mod backend;
 mod cli;
+mod compare;
 mod exporters;
 mod fixtures;
 mod hostile;
