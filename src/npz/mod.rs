@@ -15,7 +15,7 @@ use std::path::Path;
 
 use crate::backend::HostTensor;
 
-pub(crate) use npy::NpyError;
+pub(crate) use npy::{parse_raw as parse_npy_raw, Dtype, NpyError, RawArray};
 pub(crate) use zip::ZipError;
 
 /// Why a `.npz` file cannot be read. The messages name the entry or array
@@ -55,13 +55,31 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, NpzError>
     Ok(arrays)
 }
 
+/// Parses the bytes of a `.npz` file into its arrays as stored, without
+/// converting their values (see [`RawArray`]), under their keys, in the
+/// archive's order.
+pub(crate) fn parse_raw(bytes: &[u8]) -> Result<Vec<(String, RawArray<'_>)>, NpzError> {
+    let entries = zip::zip_entries(bytes)?;
+    let mut arrays = Vec::with_capacity(entries.len());
+    for (name, data) in entries {
+        let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+        match npy::parse_raw(data) {
+            Ok(array) => arrays.push((key, array)),
+            Err(problem) => return Err(NpzError::Array { key, problem }),
+        }
+    }
+    Ok(arrays)
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::zip::crc32;
     use super::*;
     use crate::backend::TensorData;
 
-    fn npy(descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
+    /// The bytes of a `.npy` file holding `body` as `descr` values of `shape`
+    /// (a Python tuple, e.g. `"(2, 3)"`).
+    pub(crate) fn npy(descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
         let mut header =
             format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         while (10 + header.len() + 1) % 64 != 0 {
@@ -76,7 +94,7 @@ mod tests {
     }
 
     /// A stored zip, as `numpy.savez` would write it (without zip64 fields).
-    fn zip(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    pub(crate) fn zip(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut central = Vec::new();
         for (name, data) in entries {
@@ -161,6 +179,34 @@ mod tests {
         let err = parse(&file).unwrap_err().to_string();
         assert!(err.contains("needs 8 bytes"), "{err}");
         assert!(parse(b"definitely not a zip file at all").is_err());
+    }
+
+    #[test]
+    fn raw_arrays_keep_their_element_type_for_data_sets() {
+        let u16s: Vec<u8> = [7u16, 65535].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let f64s: Vec<u8> = [2.0f64, 2.5].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let file = zip(&[
+            ("x.npy", npy("|u1", "(1, 2)", &[0, 255])),
+            ("y.npy", npy("<u2", "(2,)", &u16s)),
+            ("z.npy", npy("<f8", "(2,)", &f64s)),
+        ]);
+        let arrays = parse_raw(&file).unwrap();
+        assert_eq!(arrays[0].1.dtype, Dtype::U8);
+        assert_eq!(arrays[0].1.to_f32(), vec![0.0, 255.0]);
+        assert_eq!(arrays[1].1.to_i64(), Ok(vec![7, 65535]));
+        assert_eq!(arrays[2].1.to_i64(), Err(1));
+        // The backends' reader still refuses what they cannot exchange.
+        let err = parse(&file).unwrap_err().to_string();
+        assert!(
+            err.starts_with("array `x`: dtype `|u1` is not supported"),
+            "{err}"
+        );
+        let file = zip(&[("x.npy", npy("<U3", "(1,)", &[0; 12]))]);
+        let err = parse_raw(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("use little-endian integers, floats or bool"),
+            "{err}"
+        );
     }
 
     #[test]
