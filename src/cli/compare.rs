@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pa_onnx::backend::BackendKind;
 use pa_onnx::compare::{
-    compare, Arm, CompareOptions, DataSettings, Event, OptimizerKind, Recipe, Schedule,
+    compare, Arm, CompareOptions, DataSettings, Event, OptimizerKind, Recipe, RunStatus,
+    Schedule,
 };
 
 use super::{Printer, Status};
@@ -190,7 +191,7 @@ pub fn run(args: Args, p: &Printer) -> super::Result<Status> {
         } => {
             total.store(pending, Ordering::Relaxed);
             if pending < runs {
-                p.warn(&format!(
+                p.info(&format!(
                     "resuming: {} of {runs} runs already finished in {}",
                     runs - pending,
                     args.out.display()
@@ -210,10 +211,13 @@ pub fn run(args: Args, p: &Printer) -> super::Result<Status> {
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             let last = rec.epochs.last();
             let line = format!(
-                "seed {} {}: {:?}, test accuracy {} after {} epochs, {:.1} s",
+                "seed {} {}: {}, test accuracy {} after {} epochs, {:.1} s",
                 rec.seed,
                 rec.arm,
-                rec.status,
+                match rec.status {
+                    RunStatus::Finished => "finished",
+                    RunStatus::Diverged => "DIVERGED",
+                },
                 last.map_or("-".into(), |e| format!("{:.2}%", e.test_acc * 100.0)),
                 rec.epochs.len(),
                 rec.wall_s
@@ -223,7 +227,7 @@ pub fn run(args: Args, p: &Printer) -> super::Result<Status> {
                     b.set_message(format!("{n}/{}", total.load(Ordering::Relaxed)));
                     b.println(line);
                 }
-                None => p.warn(&line),
+                None => p.info(&line),
             }
         }
         _ => {}

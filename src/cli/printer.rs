@@ -31,6 +31,15 @@ impl Printer {
         let _ = writeln!(o, "{text}");
     }
 
+    /// Progress of a long run, on stderr (stdout stays for results),
+    /// unless quiet.
+    pub fn info(&self, text: &str) {
+        if !self.quiet {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{text}");
+        }
+    }
+
     /// A warning, on stderr, unless quiet.
     pub fn warn(&self, text: &str) {
         if !self.quiet {

@@ -26,6 +26,7 @@ mod summary;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use data::DataError;
 pub use error::CompareError;
 pub use options::{Arm, CompareOptions, DataSettings, OptimizerKind, Recipe, Schedule};
 pub use output::{CompareReport, DataInfo, Hardware, Missing, REPORT_VERSION};
@@ -90,8 +91,8 @@ pub fn compare(
     let (mut train, mut test) = (splits.train, splits.test);
     if r.normalize {
         let norm = data::Normalizer::fit(&train);
-        norm.apply(&mut train);
-        norm.apply(&mut test);
+        norm.apply(&mut train)?;
+        norm.apply(&mut test)?;
     }
     if train.len() < r.batch {
         return Err(CompareError::Options(format!(

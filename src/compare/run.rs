@@ -146,7 +146,8 @@ pub(crate) fn train_run(
     'epochs: for epoch in 0..r.epochs {
         let (mut loss_sum, mut hits, mut seen) = (0.0f64, 0usize, 0usize);
         let mut lr = r.lr;
-        let mut batches = train_batches(shared.train.clone(), r.batch, seed, epoch, augment).take(per_epoch);
+        let mut batches =
+            train_batches(shared.train.clone(), r.batch, seed, epoch, augment)?.take(per_epoch);
         loop {
             let t0 = Instant::now();
             let Some(batch) = batches.next() else {
@@ -253,7 +254,7 @@ fn evaluate(
     classes: usize,
 ) -> Result<(f64, f64), CompareError> {
     let (mut loss, mut hits, mut n) = (0.0f64, 0usize, 0usize);
-    for batch in eval_batches(shared.test.clone(), shared.recipe.batch) {
+    for batch in eval_batches(shared.test.clone(), shared.recipe.batch)? {
         let x = tensor(x_shape, TensorData::F32(batch.x))?;
         let logits = evaluator.run(
             &[(shared.input.clone(), x)],

@@ -286,3 +286,99 @@ fn bad_data_is_refused_before_training() {
     let e = bad_data_error(d, &format!("{},{}", d.join("cut.npy").display(), d.join("y.npy").display()));
     assert!(e.contains("cut.npy"), "{e}");
 }
+
+fn pa() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pa-onnx"))
+}
+
+fn ort_available() -> bool {
+    let o = pa().args(["doctor", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["ort"]["available"] == true
+}
+
+#[test]
+fn ctrl_c_keeps_finished_runs_and_the_rerun_resumes() {
+    if !ort_available() {
+        eprintln!("SKIPPED interrupted compare: ONNX Runtime is not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let args = [
+        "compare",
+        small_cnn().to_str().unwrap(),
+        "--data",
+        "synthetic",
+        "--synthetic-size",
+        "3072,64",
+        "--seeds",
+        "4",
+        "--epochs",
+        "2",
+        "--batch",
+        "32",
+        "--threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let mut child = pa()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs = out.join("runs");
+    let start = std::time::Instant::now();
+    while std::fs::read_dir(&runs).map_or(0, |d| d.count()) == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "compare ended before the first run finished");
+        assert!(start.elapsed().as_secs() < 120, "no run finished in two minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    let kept: Vec<PathBuf> = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!kept.is_empty() && kept.len() < 8, "{kept:?}");
+    for f in &kept {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert!(name.ends_with(".json"), "a staging file was left: {name}");
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+        assert_eq!(rec["status"], "finished");
+    }
+    let o = pa().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&format!("resuming: {} of 8 runs already finished", kept.len())), "{err}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("better on"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["runs"].as_array().unwrap().len(), 8);
+}
+
+#[test]
+fn the_command_refuses_bad_data_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = pa()
+        .args(["compare", small_cnn().to_str().unwrap(), "--data"])
+        .arg(dir.path().join("missing.npz"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("error: data:"), "{err}");
+    assert!(err.contains("missing.npz") && err.contains("hint:"), "{err}");
+    assert!(!out.exists(), "nothing is written on bad data");
+    let o = pa()
+        .args(["compare", small_cnn().to_str().unwrap(), "--data", "synthetic", "--arms", "nonsense", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown arm `nonsense`"));
+}

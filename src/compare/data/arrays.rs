@@ -45,7 +45,7 @@ pub(super) fn load_npz(path: &Path) -> Result<RawData, DataError> {
     let bytes = read_file(path)?;
     let arrays = npz::parse_raw(&bytes).map_err(|source| DataError::Npz {
         path: path.to_path_buf(),
-        source,
+        source: source.into(),
     })?;
     let name = file_name(path);
     let find = |keys: &[&str]| {
@@ -116,7 +116,8 @@ fn one_npy<'b>(path: &Path, bytes: &'b [u8]) -> Result<RawArray<'b>, DataError> 
         source: NpzError::Array {
             key: file_name(path),
             problem,
-        },
+        }
+        .into(),
     })
 }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// Why a data set cannot be loaded or does not fit the model.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum DataError {
+pub enum DataError {
     /// `--data` does not parse.
     #[error("--data `{spec}`: {reason}")]
     BadSpec {
@@ -56,9 +56,9 @@ pub(crate) enum DataError {
     Npz {
         /// The file.
         path: PathBuf,
-        /// What is wrong inside it.
+        /// What is wrong inside it (an npz reader error).
         #[source]
-        source: crate::npz::NpzError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A file is cut short or its bytes do not follow its format.
     #[error("{}: {detail}", path.display())]
@@ -191,10 +191,14 @@ impl DataError {
             | DataError::UnknownFormat { .. }
             | DataError::NotFound { .. } => FORMATS.to_string(),
             DataError::UnknownTask { .. } => "use --data synthetic:patterns".into(),
-            DataError::Npz {
-                source: NpzError::Zip(ZipError::Compressed { .. }),
-                ..
-            } => "load it in numpy and save it with numpy.savez (not savez_compressed)".into(),
+            DataError::Npz { source, .. }
+                if matches!(
+                    source.downcast_ref::<NpzError>(),
+                    Some(NpzError::Zip(ZipError::Compressed { .. }))
+                ) =>
+            {
+                "load it in numpy and save it with numpy.savez (not savez_compressed)".into()
+            }
             DataError::Corrupt { .. } | DataError::Image { .. } => {
                 "the file may be truncated by an interrupted download; fetch it again".into()
             }

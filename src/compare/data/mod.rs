@@ -37,7 +37,7 @@ mod tests;
 pub(crate) use augment::Augment;
 #[allow(unused_imports)]
 pub(crate) use batches::{eval_batches, train_batches, Batch, Batches};
-pub(crate) use error::DataError;
+pub use error::DataError;
 #[allow(unused_imports)]
 pub(crate) use normalize::Normalizer;
 pub(crate) use spec::DataSpec;
