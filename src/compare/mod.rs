@@ -5,3 +5,6 @@
 //! order, augmentation, dropout masks, optimizer and schedule. Only the
 //! initial weights differ, so the difference in each metric is paired by
 //! seed and tested as such.
+
+pub(crate) mod plot;
+pub(crate) mod stats;
