@@ -45,7 +45,10 @@ class Net:
         return name
 
     def node(self, op, inputs, name, **attrs):
-        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        # Node names as torch.onnx.export writes them; tract derives names of
+        # its own from a node's name (`conv1` -> `conv1.bias`), which must not
+        # meet a tensor's.
+        self.nodes.append(helper.make_node(op, inputs, [name], name=f"/{name}/{op}", **attrs))
         return name
 
     def conv(self, x, name, cin, cout, k):

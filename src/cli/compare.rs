@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pa_onnx::backend::BackendKind;
 use pa_onnx::compare::{
-    compare, Arm, CompareOptions, DataSettings, Event, OptimizerKind, Recipe, RunStatus,
-    Schedule,
+    compare, Arm, CompareOptions, DataSettings, Event, OptimizerKind, Recipe, RunStatus, Schedule,
 };
 
 use super::{Printer, Status};
@@ -113,11 +112,19 @@ fn seeds(s: &str) -> super::Result<Vec<u64>> {
     s.split(',')
         .map(|x| x.trim().parse::<u64>())
         .collect::<Result<_, _>>()
-        .map_err(|_| bad(format!("--seeds {s}: expected a count or a list of integers")))
+        .map_err(|_| {
+            bad(format!(
+                "--seeds {s}: expected a count or a list of integers"
+            ))
+        })
 }
 
 fn options(args: &Args) -> super::Result<CompareOptions> {
-    let default = if args.rewired.is_some() { vec![] } else { vec!["pa".to_string()] };
+    let default = if args.rewired.is_some() {
+        vec![]
+    } else {
+        vec!["pa".to_string()]
+    };
     let mut arms: Vec<Arm> = args
         .arms
         .as_ref()
@@ -133,7 +140,12 @@ fn options(args: &Args) -> super::Result<CompareOptions> {
         .synthetic_size
         .split_once(',')
         .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
-        .ok_or_else(|| bad(format!("--synthetic-size {}: expected TRAIN,TEST", args.synthetic_size)))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "--synthetic-size {}: expected TRAIN,TEST",
+                args.synthetic_size
+            ))
+        })?;
     Ok(CompareOptions {
         model: args.model.clone(),
         data: DataSettings {

@@ -127,11 +127,7 @@ fn f32_values(model: &Model, index: usize) -> Result<Vec<f32>, CompareError> {
 fn relative_strengths(vals: &[f32], index: &[u32], rows: usize, cols: usize) -> Vec<f64> {
     let n = vals.len() as f64;
     let mean = vals.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = vals
-        .iter()
-        .map(|&v| (v as f64 - mean).powi(2))
-        .sum::<f64>()
-        / n;
+    let var = vals.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
     let scale = (var * cols as f64).sqrt();
     if !(scale > 0.0) {
         return vec![];
@@ -174,7 +170,9 @@ impl Source {
         let mut patches = vec![];
         for (name, values) in tensors {
             let found = self.model.tensors.iter().position(|t| {
-                t.name == *name && t.dtype == crate::onnx::DataType::Float && t.numel == values.len() as u64
+                t.name == *name
+                    && t.dtype == crate::onnx::DataType::Float
+                    && t.numel == values.len() as u64
             });
             let Some(i) = found else {
                 continue;

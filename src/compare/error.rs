@@ -57,9 +57,10 @@ impl CompareError {
             CompareError::Data(e) => e.hint(),
             CompareError::Model(e) => e.hint(),
             CompareError::Train(e) => e.hint(),
-            CompareError::ConfigChanged { .. } => Some(
-                "use another --out folder, or restore the earlier settings to resume".into(),
-            ),
+            CompareError::Plot(e) => e.hint(),
+            CompareError::ConfigChanged { .. } => {
+                Some("use another --out folder, or restore the earlier settings to resume".into())
+            }
             _ => None,
         }
     }

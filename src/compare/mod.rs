@@ -30,7 +30,9 @@ pub use data::DataError;
 pub use error::CompareError;
 pub use options::{Arm, CompareOptions, DataSettings, OptimizerKind, Recipe, Schedule};
 pub use output::{CompareReport, DataInfo, Hardware, Missing, REPORT_VERSION};
+pub use plot::PlotError;
 pub use record::{EpochRecord, InitRecord, RunRecord, RunStatus, StepRecord};
+pub use stats::{Describe, PairedTest, WilcoxonMethod};
 pub use summary::{Comparison, MetricSummary, Summary};
 
 use crate::backend::BackendOptions;
@@ -65,7 +67,12 @@ pub fn compare(
 ) -> Result<CompareReport, CompareError> {
     let arms = arm_list(opts)?;
     let r = &opts.recipe;
-    if opts.seeds.is_empty() || r.batch == 0 || r.epochs == 0 || opts.jobs == 0 || opts.log_every == 0 {
+    if opts.seeds.is_empty()
+        || r.batch == 0
+        || r.epochs == 0
+        || opts.jobs == 0
+        || opts.log_every == 0
+    {
         return Err(CompareError::Options(
             "seeds, --batch, --epochs, --jobs and --log-every must be at least 1".into(),
         ));
@@ -73,6 +80,7 @@ pub fn compare(
     let model = std::fs::read(&opts.model).map_err(|e| CompareError::io(&opts.model, e))?;
     let graph_opts = TrainGraphOptions {
         batch_size: Some(r.batch as i64),
+        target: run::graph_target(opts.backend),
         ..Default::default()
     };
     let eval = build_eval_graph(&model, &graph_opts)?;
@@ -94,6 +102,12 @@ pub fn compare(
         norm.apply(&mut train)?;
         norm.apply(&mut test)?;
     }
+    if test.is_empty() {
+        return Err(CompareError::Options(
+            "the test split is empty: give data with a test split or a --test-fraction above 0"
+                .into(),
+        ));
+    }
     if train.len() < r.batch {
         return Err(CompareError::Options(format!(
             "the training split has {} samples, fewer than one batch of {}",
@@ -107,6 +121,8 @@ pub fn compare(
         test: test.len(),
         sample_shape: sample_shape.clone(),
         classes,
+        test_held_out: splits.test_held_out,
+        class_names: splits.class_names,
     };
     let identity = identity(opts, &model)?;
     let store = store::Store::open(&opts.out, &identity)?;
@@ -160,7 +176,10 @@ pub fn compare(
                         Ok(rec) => events(Event::Finished(&rec)),
                         Err(e) => {
                             stop.store(true, Ordering::Relaxed);
-                            first_error.lock().expect("no panics hold it").get_or_insert(e);
+                            first_error
+                                .lock()
+                                .expect("no panics hold it")
+                                .get_or_insert(e);
                         }
                     }
                 }
@@ -170,7 +189,15 @@ pub fn compare(
     if let Some(e) = first_error.into_inner().expect("no panics hold it") {
         return Err(e);
     }
-    finish(opts, command_line, &arms, &store, &source, identity, data_info)
+    finish(
+        opts,
+        command_line,
+        &arms,
+        &store,
+        &source,
+        identity,
+        data_info,
+    )
 }
 
 /// The arms with the original first (added when not named).
@@ -232,7 +259,10 @@ fn identity(opts: &CompareOptions, model: &[u8]) -> Result<serde_json::Value, Co
     for a in &opts.arms {
         if let Arm::File { path } = a {
             let bytes = std::fs::read(path).map_err(|e| CompareError::io(path, e))?;
-            files.insert("rewired_sha256".into(), crate::digest::sha256_hex(&bytes).into());
+            files.insert(
+                "rewired_sha256".into(),
+                crate::digest::sha256_hex(&bytes).into(),
+            );
         }
     }
     let mut v = serde_json::json!({

@@ -53,7 +53,9 @@ impl fmt::Display for Arm {
 
 /// An arm name that is not one of the forms [`Arm::name`] gives.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown arm `{0}`: expected original, pa, deterministic, pa-stableN or deterministic-stableN")]
+#[error(
+    "unknown arm `{0}`: expected original, pa, deterministic, pa-stableN or deterministic-stableN"
+)]
 pub struct UnknownArm(pub String);
 
 impl FromStr for Arm {
@@ -270,10 +272,23 @@ mod tests {
 
     #[test]
     fn arm_names_round_trip() {
-        for s in ["original", "pa", "deterministic", "pa-stable10", "deterministic-stable3"] {
+        for s in [
+            "original",
+            "pa",
+            "deterministic",
+            "pa-stable10",
+            "deterministic-stable3",
+        ] {
             assert_eq!(s.parse::<Arm>().unwrap().name(), s);
         }
-        for bad in ["", "orig", "original-stable2", "pa-stable", "pa-stablex", "rewired"] {
+        for bad in [
+            "",
+            "orig",
+            "original-stable2",
+            "pa-stable",
+            "pa-stablex",
+            "rewired",
+        ] {
             assert!(bad.parse::<Arm>().is_err(), "{bad}");
         }
     }

@@ -30,6 +30,11 @@ pub struct DataInfo {
     pub sample_shape: Vec<usize>,
     /// The model's number of classes.
     pub classes: usize,
+    /// True when the test split was held out of the data by `test_fraction`.
+    pub test_held_out: bool,
+    /// Class names by label, where the data has them (image folders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
 }
 
 /// The machine the runs were made on.
@@ -123,12 +128,20 @@ pub(crate) fn csv(runs: &[RunRecord]) -> String {
                 ("test", "loss", e.test_loss),
                 ("test", "acc", e.test_acc),
             ] {
-                let _ = writeln!(out, "{},{},{},{},{split},{metric},{v}", r.seed, r.arm, e.epoch, e.step);
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{split},{metric},{v}",
+                    r.seed, r.arm, e.epoch, e.step
+                );
             }
         }
         for s in &r.steps {
             for (metric, v) in [("loss", s.train_loss), ("acc", s.train_acc)] {
-                let _ = writeln!(out, "{},{},{},{},train_window,{metric},{v}", r.seed, r.arm, s.epoch, s.step);
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},train_window,{metric},{v}",
+                    r.seed, r.arm, s.epoch, s.step
+                );
             }
         }
     }
@@ -137,7 +150,11 @@ pub(crate) fn csv(runs: &[RunRecord]) -> String {
 
 /// Mean and a band of plus or minus one standard deviation over seeds,
 /// per epoch, of one per-epoch metric, for each arm's finished runs.
-fn bands(runs: &[RunRecord], arms: &[String], value: fn(&super::record::EpochRecord) -> f64) -> Vec<Band> {
+fn bands(
+    runs: &[RunRecord],
+    arms: &[String],
+    value: fn(&super::record::EpochRecord) -> f64,
+) -> Vec<Band> {
     arms.iter()
         .map(|arm| {
             let own: Vec<&RunRecord> = runs
@@ -153,7 +170,11 @@ fn bands(runs: &[RunRecord], arms: &[String], value: fn(&super::record::EpochRec
                 hi: vec![],
             };
             for e in 0..epochs {
-                let vals: Vec<f64> = own.iter().filter_map(|r| r.epochs.get(e)).map(value).collect();
+                let vals: Vec<f64> = own
+                    .iter()
+                    .filter_map(|r| r.epochs.get(e))
+                    .map(value)
+                    .collect();
                 let n = vals.len() as f64;
                 let mean = vals.iter().sum::<f64>() / n;
                 let sd = if vals.len() > 1 {
@@ -186,16 +207,29 @@ pub(crate) fn plots(
         ("test_acc", "Test accuracy", "accuracy", |e| e.test_acc),
         ("test_loss", "Test loss", "loss", |e| e.test_loss),
         ("train_loss", "Training loss", "loss", |e| e.train_loss),
-        ("train_acc", "Training accuracy", "accuracy", |e| e.train_acc),
+        ("train_acc", "Training accuracy", "accuracy", |e| {
+            e.train_acc
+        }),
     ];
     for (stem, title, y, value) in curves {
         let title = format!("{title} per epoch (mean, band: ±1 sd over seeds)");
-        written.push(plot::curves(&pdir, stem, &title, "epoch", y, &bands(runs, arms, value))?);
+        written.push(plot::curves(
+            &pdir,
+            stem,
+            &title,
+            "epoch",
+            y,
+            &bands(runs, arms, value),
+        )?);
     }
     let reference = arms.first().map(String::as_str).unwrap_or("original");
     for arm in arms.iter().skip(1) {
         for (key, label, value) in [
-            ("epoch1", "epoch-1 test accuracy", RunRecord::epoch1_acc as fn(&RunRecord) -> Option<f64>),
+            (
+                "epoch1",
+                "epoch-1 test accuracy",
+                RunRecord::epoch1_acc as fn(&RunRecord) -> Option<f64>,
+            ),
             ("final", "final test accuracy", RunRecord::final_acc),
         ] {
             let points: Vec<(f64, f64)> = runs
@@ -281,7 +315,10 @@ pub(crate) fn markdown(report: &CompareReport) -> String {
         );
     }
     for (arm, seeds) in &report.summary.diverged {
-        let _ = writeln!(md, "**Diverged:** {arm} on seeds {seeds:?}; those pairs are left out.\n");
+        let _ = writeln!(
+            md,
+            "**Diverged:** {arm} on seeds {seeds:?}; those pairs are left out.\n"
+        );
     }
     let _ = writeln!(md, "## Findings\n");
     for m in &report.summary.metrics {
@@ -293,7 +330,10 @@ pub(crate) fn markdown(report: &CompareReport) -> String {
         let acc = m.metric.ends_with("_acc");
         let unit = if acc { " (%)" } else { "" };
         let _ = writeln!(md, "\n## {}{unit}\n", m.metric);
-        let _ = writeln!(md, "| arm | n | mean | sd | median | IQM |\n|---|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| arm | n | mean | sd | median | IQM |\n|---|---|---|---|---|---|"
+        );
         for (arm, d) in &m.arms {
             let f = |v: Option<f64>| v.map_or("-".to_string(), |v| pct(v, acc));
             let _ = writeln!(

@@ -106,8 +106,11 @@ impl RunRecord {
 
     /// Best test accuracy over the epochs.
     pub fn best_acc(&self) -> Option<f64> {
-        self.finished()
-            .map(|e| e.iter().map(|e| e.test_acc).fold(f64::NEG_INFINITY, f64::max))
+        self.finished().map(|e| {
+            e.iter()
+                .map(|e| e.test_acc)
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
     }
 
     /// Test accuracy after the last epoch.

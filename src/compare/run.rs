@@ -66,6 +66,14 @@ pub(crate) struct Outcome {
     pub tensors: Vec<(String, Vec<f32>)>,
 }
 
+/// The graph form for a backend: tract needs the portable one.
+pub(crate) fn graph_target(backend: BackendKind) -> GraphTarget {
+    match backend {
+        BackendKind::Tract => GraphTarget::Portable,
+        _ => GraphTarget::OnnxRuntime,
+    }
+}
+
 fn optimizer(r: &Recipe) -> Box<dyn Optimizer> {
     match r.optimizer {
         OptimizerKind::Sgd => Box::new(Sgd::new(r.lr, r.momentum, r.weight_decay)),
@@ -84,10 +92,7 @@ pub(crate) fn train_run(
 ) -> Result<Outcome, CompareError> {
     let start = Instant::now();
     let r = &shared.recipe;
-    let target = match shared.backend {
-        BackendKind::Tract => GraphTarget::Portable,
-        _ => GraphTarget::OnnxRuntime,
-    };
+    let target = graph_target(shared.backend);
     let mut graph = build_training_graph(
         &shared.model,
         &TrainGraphOptions {
@@ -208,7 +213,9 @@ pub(crate) fn train_run(
     }
     record.wall_s = start.elapsed().as_secs_f64();
     step_times.sort_by(f64::total_cmp);
-    record.step_ms = step_times.get(step_times.len() / 2).map_or(0.0, |s| s * 1e3);
+    record.step_ms = step_times
+        .get(step_times.len() / 2)
+        .map_or(0.0, |s| s * 1e3);
     let tensors = trainer
         .params()
         .chain(trainer.running_stats())

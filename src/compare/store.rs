@@ -32,10 +32,11 @@ impl Store {
         let path = dir.join("config.json");
         match std::fs::read(&path) {
             Ok(old) => {
-                let old: Value = serde_json::from_slice(&old).map_err(|e| CompareError::Record {
-                    path: path.clone(),
-                    msg: e.to_string(),
-                })?;
+                let old: Value =
+                    serde_json::from_slice(&old).map_err(|e| CompareError::Record {
+                        path: path.clone(),
+                        msg: e.to_string(),
+                    })?;
                 if let Some(what) = first_difference(&old, identity, "") {
                     return Err(CompareError::ConfigChanged {
                         dir: dir.to_path_buf(),
@@ -125,7 +126,11 @@ fn first_difference(old: &Value, new: &Value, at: &str) -> Option<String> {
             })
         }
         _ if old == new => None,
-        _ => Some(if at.is_empty() { "the configuration".into() } else { at.to_string() }),
+        _ => Some(if at.is_empty() {
+            "the configuration".into()
+        } else {
+            at.to_string()
+        }),
     }
 }
 

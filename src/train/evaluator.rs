@@ -16,7 +16,11 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// Loads the graph on `kind`.
-    pub fn new(graph: EvalGraph, kind: BackendKind, opts: &BackendOptions) -> Result<Self, TrainError> {
+    pub fn new(
+        graph: EvalGraph,
+        kind: BackendKind,
+        opts: &BackendOptions,
+    ) -> Result<Self, TrainError> {
         let (dir, paths) = super::model_files(&[("eval.onnx", &graph.model)])?;
         let session = backend::open(kind, &paths[0], opts)?;
         Ok(Evaluator {
@@ -49,12 +53,10 @@ impl Evaluator {
                 .inputs()
                 .iter()
                 .find(|s| s.name == name)
-                .ok_or_else(|| TrainError::Run(format!("the evaluation graph has no input `{name}`")))?;
-            let shape = spec
-                .shape
-                .iter()
-                .map(|d| d.unwrap_or(1))
-                .collect();
+                .ok_or_else(|| {
+                    TrainError::Run(format!("the evaluation graph has no input `{name}`"))
+                })?;
+            let shape = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
             feeds.push((
                 name.to_string(),
                 HostTensor::new(shape, TensorData::F32(values.to_vec()))
@@ -68,7 +70,10 @@ impl Evaluator {
             .ok_or_else(|| TrainError::Run(format!("no output `{}`", self.graph.output)))?;
         match out.data {
             TensorData::F32(v) => Ok(v),
-            other => Err(TrainError::Run(format!("`{name}` came back as {}", other.dtype()))),
+            other => Err(TrainError::Run(format!(
+                "`{name}` came back as {}",
+                other.dtype()
+            ))),
         }
     }
 

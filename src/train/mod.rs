@@ -244,7 +244,11 @@ impl TrainingGraph {
         if graph.output.iter().any(|o| o.name == name) {
             return Ok(());
         }
-        if !graph.node.iter().any(|n| n.output.iter().any(|o| o == name)) {
+        if !graph
+            .node
+            .iter()
+            .any(|n| n.output.iter().any(|o| o == name))
+        {
             return Err(TrainError::Model(format!(
                 "the training graph computes no value `{name}`"
             )));

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use pa_onnx::backend::BackendKind;
-use pa_onnx::compare::{compare, Arm, CompareError, CompareOptions, CompareReport, Event, RunStatus};
+use pa_onnx::compare::{
+    compare, Arm, CompareError, CompareOptions, CompareReport, Event, RunStatus,
+};
 
 fn small_cnn() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/compare/small_cnn.onnx")
@@ -102,7 +104,11 @@ fn a_comparison_reports_consistent_numbers_and_files() {
     assert!((pair.test.mean_diff.unwrap() - mean(&diffs)).abs() < 1e-12);
     assert_eq!(pair.test.wins + pair.test.ties + pair.test.losses, 3);
     assert!(pair.sentence.contains("pa"), "{}", pair.sentence);
-    assert!(pair.sentence.contains("p < 0.05"), "3 seeds cannot reach p < 0.05: {}", pair.sentence);
+    assert!(
+        pair.sentence.contains("p < 0.05"),
+        "3 seeds cannot reach p < 0.05: {}",
+        pair.sentence
+    );
     // The files.
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
@@ -115,7 +121,11 @@ fn a_comparison_reports_consistent_numbers_and_files() {
     assert_eq!(lines.len(), 1 + 6 * (2 * 4 + 4 * 2));
     let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(md.contains(&pair.sentence));
-    let svgs: Vec<&String> = report.plots.iter().filter(|p| p.ends_with(".svg")).collect();
+    let svgs: Vec<&String> = report
+        .plots
+        .iter()
+        .filter(|p| p.ends_with(".svg"))
+        .collect();
     // Four curves, two scatters for the one arm, the strength histogram.
     assert_eq!(svgs.len(), 7, "{:?}", report.plots);
     for p in &report.plots {
@@ -143,14 +153,31 @@ fn arms_see_the_same_batches_and_masks() {
     opts.arms = vec![Arm::File { path: small_cnn() }];
     let Some(report) = run(&opts) else { return };
     for seed in [5, 6] {
-        let get = |arm: &str| report.runs.iter().find(|r| r.arm == arm && r.seed == seed).unwrap();
+        let get = |arm: &str| {
+            report
+                .runs
+                .iter()
+                .find(|r| r.arm == arm && r.seed == seed)
+                .unwrap()
+        };
         assert_eq!(get("original").epochs.len(), 2);
         let strip = |r: &pa_onnx::compare::RunRecord| {
-            (r.epochs.iter().map(|e| (e.train_loss, e.test_acc, e.test_loss)).collect::<Vec<_>>(), r.steps.clone())
+            (
+                r.epochs
+                    .iter()
+                    .map(|e| (e.train_loss, e.test_acc, e.test_loss))
+                    .collect::<Vec<_>>(),
+                r.steps.clone(),
+            )
         };
         assert_eq!(strip(get("original")), strip(get("rewired")));
     }
-    let final_acc = report.summary.metrics.iter().find(|m| m.metric == "final_test_loss").unwrap();
+    let final_acc = report
+        .summary
+        .metrics
+        .iter()
+        .find(|m| m.metric == "final_test_loss")
+        .unwrap();
     assert_eq!(final_acc.paired[0].test.ties, 2);
     // Different seeds do give different runs.
     let a = report.runs.iter().find(|r| r.seed == 5).unwrap();
@@ -173,12 +200,25 @@ fn a_rerun_resumes_and_a_changed_configuration_is_refused() {
         }
     })
     .unwrap();
-    assert_eq!(*pending.lock().unwrap(), Some(1), "only the lost run is trained again");
+    assert_eq!(
+        *pending.lock().unwrap(),
+        Some(1),
+        "only the lost run is trained again"
+    );
     // Same seed, same thread count: the retrained run is the same to the bit.
     let strip = |r: &CompareReport| {
         r.runs
             .iter()
-            .map(|r| (r.seed, r.arm.clone(), r.epochs.iter().map(|e| (e.train_loss, e.test_loss, e.test_acc)).collect::<Vec<_>>()))
+            .map(|r| {
+                (
+                    r.seed,
+                    r.arm.clone(),
+                    r.epochs
+                        .iter()
+                        .map(|e| (e.train_loss, e.test_loss, e.test_acc))
+                        .collect::<Vec<_>>(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(strip(&first), strip(&report));
@@ -214,7 +254,11 @@ fn a_diverging_run_is_recorded_and_the_comparison_goes_on() {
     opts.seeds = vec![0, 1];
     let Some(report) = run(&opts) else { return };
     assert_eq!(report.runs.len(), 4);
-    let diverged: Vec<_> = report.runs.iter().filter(|r| r.status == RunStatus::Diverged).collect();
+    let diverged: Vec<_> = report
+        .runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Diverged)
+        .collect();
     assert!(!diverged.is_empty(), "a learning rate of 1e12 must diverge");
     for r in &diverged {
         assert!(r.diverged_at.is_some());
@@ -223,7 +267,10 @@ fn a_diverging_run_is_recorded_and_the_comparison_goes_on() {
     let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(md.contains("Diverged"));
     let json = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
-    assert!(!json.contains("NaN") && !json.contains("inf"), "report.json must stay valid JSON");
+    assert!(
+        !json.contains("NaN") && !json.contains("inf"),
+        "report.json must stay valid JSON"
+    );
 }
 
 #[test]
@@ -240,7 +287,11 @@ fn the_portable_graph_compares_on_tract() {
 /// Writes a `.npy` file of f32 or i64 values.
 fn npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -256,7 +307,9 @@ fn npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
 fn bad_data_error(dir: &Path, data: &str) -> String {
     let out = dir.join("out");
     let opts = CompareOptions::new(small_cnn(), data, out.clone(), 2);
-    let err = compare(&opts, &[], &|_| panic!("no run may start on bad data")).err().expect("bad data is refused");
+    let err = compare(&opts, &[], &|_| panic!("no run may start on bad data"))
+        .err()
+        .expect("bad data is refused");
     assert!(matches!(err, CompareError::Data(_)), "{err}");
     assert!(!out.join("runs").exists(), "nothing is written on bad data");
     err.to_string()
@@ -266,24 +319,49 @@ fn bad_data_error(dir: &Path, data: &str) -> String {
 fn bad_data_is_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let f32s = |n: usize| -> Vec<u8> { (0..n).flat_map(|i| (i as f32 * 0.01).to_le_bytes()).collect() };
+    let f32s = |n: usize| -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| (i as f32 * 0.01).to_le_bytes())
+            .collect()
+    };
     let i64s = |v: &[i64]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
     // Samples of the wrong shape: 7x7 images for an 8x8 model.
     npy(&d.join("x7.npy"), "<f4", &[100, 1, 7, 7], &f32s(100 * 49));
     npy(&d.join("y.npy"), "<i8", &[100], &i64s(&[3; 100]));
-    let e = bad_data_error(d, &format!("{},{}", d.join("x7.npy").display(), d.join("y.npy").display()));
+    let e = bad_data_error(
+        d,
+        &format!(
+            "{},{}",
+            d.join("x7.npy").display(),
+            d.join("y.npy").display()
+        ),
+    );
     assert!(e.contains("7") && e.contains("8"), "{e}");
     // A label beyond the model's 10 outputs.
     npy(&d.join("x.npy"), "<f4", &[100, 1, 8, 8], &f32s(100 * 64));
     let mut labels = vec![1i64; 100];
     labels[42] = 10;
     npy(&d.join("y10.npy"), "<i8", &[100], &i64s(&labels));
-    let e = bad_data_error(d, &format!("{},{}", d.join("x.npy").display(), d.join("y10.npy").display()));
+    let e = bad_data_error(
+        d,
+        &format!(
+            "{},{}",
+            d.join("x.npy").display(),
+            d.join("y10.npy").display()
+        ),
+    );
     assert!(e.contains("10"), "{e}");
     // A truncated file.
     let full = std::fs::read(d.join("x.npy")).unwrap();
     std::fs::write(d.join("cut.npy"), &full[..full.len() / 2]).unwrap();
-    let e = bad_data_error(d, &format!("{},{}", d.join("cut.npy").display(), d.join("y.npy").display()));
+    let e = bad_data_error(
+        d,
+        &format!(
+            "{},{}",
+            d.join("cut.npy").display(),
+            d.join("y.npy").display()
+        ),
+    );
     assert!(e.contains("cut.npy"), "{e}");
 }
 
@@ -305,9 +383,10 @@ fn ctrl_c_keeps_finished_runs_and_the_rerun_resumes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
+    let model = small_cnn();
     let args = [
         "compare",
-        small_cnn().to_str().unwrap(),
+        model.to_str().unwrap(),
         "--data",
         "synthetic",
         "--synthetic-size",
@@ -332,14 +411,31 @@ fn ctrl_c_keeps_finished_runs_and_the_rerun_resumes() {
     let runs = out.join("runs");
     let start = std::time::Instant::now();
     while std::fs::read_dir(&runs).map_or(0, |d| d.count()) == 0 {
-        assert!(child.try_wait().unwrap().is_none(), "compare ended before the first run finished");
-        assert!(start.elapsed().as_secs() < 120, "no run finished in two minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "compare ended before the first run finished"
+        );
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "no run finished in two minutes"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
-    let kept: Vec<PathBuf> = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let kept: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert!(!kept.is_empty() && kept.len() < 8, "{kept:?}");
     for f in &kept {
         let name = f.file_name().unwrap().to_str().unwrap();
@@ -350,7 +446,13 @@ fn ctrl_c_keeps_finished_runs_and_the_rerun_resumes() {
     let o = pa().args(args).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains(&format!("resuming: {} of 8 runs already finished", kept.len())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "resuming: {} of 8 runs already finished",
+            kept.len()
+        )),
+        "{err}"
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("better on"), "{stdout}");
     let report: serde_json::Value =
@@ -372,10 +474,21 @@ fn the_command_refuses_bad_data_with_a_hint() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.starts_with("error: data:"), "{err}");
-    assert!(err.contains("missing.npz") && err.contains("hint:"), "{err}");
+    assert!(
+        err.contains("missing.npz") && err.contains("hint:"),
+        "{err}"
+    );
     assert!(!out.exists(), "nothing is written on bad data");
     let o = pa()
-        .args(["compare", small_cnn().to_str().unwrap(), "--data", "synthetic", "--arms", "nonsense", "--out"])
+        .args([
+            "compare",
+            small_cnn().to_str().unwrap(),
+            "--data",
+            "synthetic",
+            "--arms",
+            "nonsense",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();

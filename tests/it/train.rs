@@ -646,3 +646,69 @@ fn the_device_trainer_on_tract_is_an_error() {
     let err = device_trainer_refusal(graph, BackendKind::Tract);
     assert!(err.contains("ONNX Runtime"), "{err}");
 }
+
+/// The inference graph fed the model's own tensors gives the model's own
+/// outputs, in both forms (BatchNormalization as the operator for ONNX
+/// Runtime, spelled out for tract).
+#[test]
+fn the_eval_graph_fed_the_initial_tensors_is_the_model() {
+    use pa_onnx::train::{build_eval_graph, Evaluator};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/compare/small_cnn.onnx");
+    let bytes = std::fs::read(&path).unwrap();
+    let x: Vec<f32> = (0..4 * 64)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let input = HostTensor::new(vec![4, 1, 8, 8], TensorData::F32(x)).unwrap();
+    for (kind, target) in [
+        (BackendKind::Tract, GraphTarget::Portable),
+        (BackendKind::OrtCpu, GraphTarget::OnnxRuntime),
+    ] {
+        let opts = TrainGraphOptions {
+            batch_size: Some(4),
+            target,
+            ..Default::default()
+        };
+        let train = build_training_graph(&bytes, &opts).unwrap();
+        let eval = build_eval_graph(&bytes, &opts).unwrap();
+        assert_eq!(eval.params.len(), train.params.len());
+        assert_eq!(eval.running_stats.len(), train.running_stats.len());
+        let mut model = match backend::open(
+            kind,
+            &path,
+            &BackendOptions {
+                input_shapes: [("input".to_string(), vec![4, 1, 8, 8])].into(),
+                ..Default::default()
+            },
+        ) {
+            Ok(s) => s,
+            Err(e) if e.is_skippable() => {
+                eprintln!("SKIPPED eval graph on {kind}: {e}");
+                continue;
+            }
+            Err(e) => panic!("{kind}: {e}"),
+        };
+        let want = model
+            .run(&[("input".into(), input.clone())])
+            .unwrap()
+            .remove(0)
+            .1
+            .to_f64();
+        let mut ev = Evaluator::new(eval, kind, &BackendOptions::default()).unwrap();
+        let tensors: Vec<(&str, &[f32])> = train
+            .params
+            .iter()
+            .map(|p| (p.name.as_str(), p.init.as_slice()))
+            .chain(
+                train
+                    .running_stats
+                    .iter()
+                    .map(|s| (s.input.as_str(), s.init.as_slice())),
+            )
+            .collect();
+        let got = ev.run(&[("input".into(), input.clone())], tensors).unwrap();
+        assert_eq!(got.len(), 40);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{kind}: {g} vs {w}");
+        }
+    }
+}

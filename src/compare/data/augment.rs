@@ -25,7 +25,6 @@ pub(crate) struct Augment {
     pub crop_pad: usize,
 }
 
-#[allow(dead_code)]
 impl Augment {
     /// True when nothing is changed.
     pub(crate) fn is_none(&self) -> bool {

@@ -190,7 +190,6 @@ impl Drop for Batches {
 /// One epoch of training batches: samples in a permutation drawn from
 /// `(seed, epoch)` alone, augmented with choices drawn from
 /// `(seed, epoch, position)`, the last partial batch dropped.
-#[allow(dead_code)]
 pub(crate) fn train_batches(
     ds: Arc<Dataset>,
     batch: usize,
@@ -225,7 +224,6 @@ pub(crate) fn train_batches(
 /// Evaluation batches in the dataset's order; the last one is padded to
 /// `batch` rows by repeating the first samples, and says how many rows
 /// count in [`Batch::valid`].
-#[allow(dead_code)]
 pub(crate) fn eval_batches(ds: Arc<Dataset>, batch: usize) -> Result<Batches, DataError> {
     if batch == 0 {
         return Err(DataError::BadOption(

@@ -169,7 +169,6 @@ pub enum DataError {
     BadOption(String),
 }
 
-#[allow(dead_code)]
 /// What `--data` accepts, for the hint when it names nothing usable.
 const FORMATS: &str =
     "--data takes synthetic[:TASK], FILE.npz, X.npy,Y.npy[,XTEST.npy,YTEST.npy], \
@@ -181,7 +180,6 @@ const FORMATS: &str =
 const FIT_SHAPE: &str = "give data whose samples hold the model's input: the same shape, \
     the same number of values, or NHWC images for an NCHW model";
 
-#[allow(dead_code)]
 impl DataError {
     /// What the user can do about the error, where one thing helps.
     pub(crate) fn hint(&self) -> Option<String> {

@@ -33,12 +33,9 @@ mod synthetic;
 mod tests;
 
 // The surface the comparison's engine uses.
-#[allow(unused_imports)]
 pub(crate) use augment::Augment;
-#[allow(unused_imports)]
-pub(crate) use batches::{eval_batches, train_batches, Batch, Batches};
+pub(crate) use batches::{eval_batches, train_batches};
 pub use error::DataError;
-#[allow(unused_imports)]
 pub(crate) use normalize::Normalizer;
 pub(crate) use spec::DataSpec;
 pub(crate) use synthetic::SyntheticTask;
@@ -54,7 +51,6 @@ pub(crate) struct Dataset {
     pub shape: Vec<usize>,
 }
 
-#[allow(dead_code)]
 impl Dataset {
     /// Number of samples.
     pub fn len(&self) -> usize {
@@ -93,7 +89,6 @@ impl Dataset {
 
 /// The training and test splits of one data set, ready for the model.
 #[derive(Debug, Clone)]
-#[allow(dead_code)]
 pub(crate) struct Splits {
     /// What the model trains on.
     pub train: Dataset,
@@ -127,8 +122,8 @@ pub(crate) struct DataOptions {
     pub limit: Option<usize>,
 }
 
-#[allow(dead_code)]
 impl DataOptions {
+    #[cfg(test)]
     /// Options for a model taking `sample_shape` and giving `classes`
     /// outputs: data seed 0, 20% held out, synthetic 2000 / 500, no limit.
     pub(crate) fn new(sample_shape: Vec<usize>, classes: usize) -> DataOptions {
@@ -195,7 +190,6 @@ pub(super) struct RawData {
 /// Loads the data `spec` names and fits it to the model `opts` describes:
 /// every split is checked (shape, labels, counts, finite values) before
 /// anything trains; a test split is held out where the data has none.
-#[allow(dead_code)]
 pub(crate) fn load(spec: &DataSpec, opts: &DataOptions) -> Result<Splits, DataError> {
     opts.check()?;
     let raw = match spec {

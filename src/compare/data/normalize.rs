@@ -38,7 +38,6 @@ fn layout(shape: &[usize]) -> (usize, usize) {
     }
 }
 
-#[allow(dead_code)]
 impl Normalizer {
     /// Measures `train`'s per-channel mean and standard deviation.
     pub(crate) fn fit(train: &Dataset) -> Normalizer {

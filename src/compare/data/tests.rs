@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::batches::Batch;
 use super::cifar::tests::records;
 use super::idx::tests::{gzip, idx_u8};
 use super::*;

@@ -56,7 +56,7 @@ pub(crate) struct Written {
 /// A plot that could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum PlotError {
+pub enum PlotError {
     /// The plotting library failed while drawing.
     #[error("cannot draw {path}: {detail}")]
     Draw {
@@ -81,8 +81,7 @@ pub(crate) enum PlotError {
 
 impl PlotError {
     /// What the user can do about the error, where one thing helps.
-    #[allow(dead_code)] // called by the report, which the lead wires in
-    pub(crate) fn hint(&self) -> Option<String> {
+    pub fn hint(&self) -> Option<String> {
         match self {
             PlotError::Write(e) => e.hint(),
             _ => None,
@@ -91,7 +90,6 @@ impl PlotError {
 }
 
 /// The mean curve of each arm over the epochs, with its band shaded, and a legend.
-#[allow(dead_code)] // called by the report, which the lead wires in
 pub(crate) fn curves(
     dir: &Path,
     stem: &str,
@@ -110,7 +108,6 @@ pub(crate) fn curves(
 /// One point per seed, the original's value across and the arm's up, with
 /// the diagonal `y = x` over the joint range: points above it are seeds
 /// where the arm's value is higher.
-#[allow(dead_code)] // called by the report, which the lead wires in
 pub(crate) fn paired_scatter(
     dir: &Path,
     stem: &str,
@@ -128,7 +125,6 @@ pub(crate) fn paired_scatter(
 
 /// Two histograms over the same bins, drawn semi-transparent over each
 /// other: `before` and `after` (e.g. strengths before and after rewiring).
-#[allow(dead_code)] // called by the report, which the lead wires in
 pub(crate) fn histograms(
     dir: &Path,
     stem: &str,

@@ -28,9 +28,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
-#[allow(unused_imports)] // used by the report, which the lead wires in
 pub(crate) use sentence::{sentence, Unit};
-pub(crate) use wilcoxon::WilcoxonMethod;
+pub use wilcoxon::WilcoxonMethod;
 
 /// How many bootstrap resamples make the 95% interval of the mean difference.
 const BOOTSTRAP_RESAMPLES: usize = 10_000;
@@ -40,7 +39,7 @@ const BOOTSTRAP_RESAMPLES: usize = 10_000;
 /// Non-finite values (a diverged run's loss) are left out, and `n` counts
 /// the values used; every field but `n` is `None` when none is left.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Describe {
+pub struct Describe {
     /// How many finite values were summarised.
     pub n: usize,
     /// The arithmetic mean.
@@ -60,7 +59,6 @@ pub(crate) struct Describe {
 }
 
 /// Summarises one arm's values of a metric (see [`Describe`]).
-#[allow(dead_code)] // called by the report, which the lead wires in
 pub(crate) fn describe(xs: &[f64]) -> Describe {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
     v.sort_by(f64::total_cmp);
@@ -98,7 +96,7 @@ pub(crate) fn describe(xs: &[f64]) -> Describe {
 /// Differences are `arm - original`, per seed. Pairs where either value
 /// is not finite (a diverged run) are left out; `n` counts the pairs used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct PairedTest {
+pub struct PairedTest {
     /// How many seeds have a finite value in both arms.
     pub n: usize,
     /// The mean of `arm - original`; `None` without pairs.
@@ -144,7 +142,6 @@ pub(crate) struct PairedTest {
 /// `higher_is_better` decides what a win is (accuracy: higher; loss:
 /// lower). `bootstrap_seed` seeds the interval's resampling. Values past
 /// the shorter slice are ignored.
-#[allow(dead_code)] // called by the report, which the lead wires in
 pub(crate) fn paired(
     original: &[f64],
     arm: &[f64],

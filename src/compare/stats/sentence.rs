@@ -9,7 +9,6 @@
 use super::{min_attainable_p, PairedTest};
 
 /// How a metric's differences are written.
-#[allow(dead_code)] // chosen by the report, which the lead wires in
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unit {
     /// A fraction in 0..1 (accuracy), written in percentage points: 0.008 is "+0.8 points".
@@ -48,7 +47,6 @@ const ALPHA: f64 = 0.05;
 ///
 /// "pa better on 7 of 10 seeds (1 tie); epoch-1 test accuracy +0.8 points,
 /// 95% CI [+0.2, +1.4], Wilcoxon p = 0.04, paired t p = 0.03."
-#[allow(dead_code)] // called by the report, which the lead wires in
 pub(crate) fn sentence(
     arm: &str,
     metric: &str,

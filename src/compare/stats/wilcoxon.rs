@@ -24,7 +24,7 @@ use statrs::distribution::{ContinuousCDF, Normal};
 /// How the signed-rank p-value was computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum WilcoxonMethod {
+pub enum WilcoxonMethod {
     /// The exact null distribution of the rank sum (no ties, no zeros, at most 50 pairs).
     Exact,
     /// Every sign flip of the observed ranks counted (ties or zeros, at most 13 pairs).

@@ -11,8 +11,10 @@
 use prost::Message;
 
 use crate::onnx::pb::{GraphProto, ModelProto, NodeProto};
+use crate::train::ir::Graph;
+use crate::train::node::NodeExt;
 use crate::train::proto::value_info;
-use crate::train::{DataInput, Result, TrainError, TrainGraphOptions};
+use crate::train::{DataInput, GraphTarget, Result, TrainError, TrainGraphOptions};
 
 use super::Builder;
 use crate::train::ops::dropout_training;
@@ -67,6 +69,10 @@ pub fn build_eval_graph(model: &[u8], opts: &TrainGraphOptions) -> Result<EvalGr
     for n in &graph.node {
         let mut n = n.clone();
         match n.op_type.as_str() {
+            "BatchNormalization" if opts.target == GraphTarget::Portable => {
+                batch_norm_elementwise(&mut b.g, &n)?;
+                continue;
+            }
             "BatchNormalization" => {
                 // Inference form: the running statistics, one output.
                 n.input.truncate(5);
@@ -88,7 +94,11 @@ pub fn build_eval_graph(model: &[u8], opts: &TrainGraphOptions) -> Result<EvalGr
         .map(|d| value_info(&d.name, d.elem_type, &d.shape))
         .collect();
     for name in b.trainable.iter().chain(&stats) {
-        inputs.push(value_info(name, crate::onnx::DataType::Float, &b.g.shape(name)?));
+        inputs.push(value_info(
+            name,
+            crate::onnx::DataType::Float,
+            &b.g.shape(name)?,
+        ));
     }
     let (nodes, inits) = super::finish::prune(b.g.nodes, b.g.inits, &outputs);
     let used = |name: &String| nodes.iter().any(|n: &NodeProto| n.input.contains(name));
@@ -123,5 +133,33 @@ pub fn build_eval_graph(model: &[u8], opts: &TrainGraphOptions) -> Result<EvalGr
         output_shape,
         params,
         running_stats,
+    })
+}
+
+/// BatchNormalization in inference form spelled out elementwise, for
+/// tract, which wants the operator's statistics constant:
+/// `(x - mean) * scale / sqrt(var + eps) + bias`, per channel.
+fn batch_norm_elementwise(g: &mut Graph, n: &NodeProto) -> Result<()> {
+    let [x, scale, bias, mean, var] =
+        [0, 1, 2, 3, 4].map(|i| n.input.get(i).cloned().unwrap_or_default());
+    let rank = g.rank(&x)?;
+    let c = g.shape(&scale)?[0];
+    let mut bshape = vec![1; rank.max(2)];
+    bshape[1] = c;
+    let eps = g.scalar(n.float_attr("epsilon", 1e-5));
+    let v = g.op("Add", &[&var, &eps], vec![])?;
+    let sd = g.op("Sqrt", &[&v], vec![])?;
+    let k = g.op("Div", &[&scale, &sd], vec![])?;
+    let k = g.reshape(&k, &bshape)?;
+    let m = g.reshape(&mean, &bshape)?;
+    let bias = g.reshape(&bias, &bshape)?;
+    let xc = g.op("Sub", &[&x, &m], vec![])?;
+    let y = g.op("Mul", &[&xc, &k], vec![])?;
+    g.push(NodeProto {
+        input: vec![y, bias],
+        output: vec![n.output[0].clone()],
+        name: format!("{}/inference", n.label()),
+        op_type: "Add".into(),
+        ..Default::default()
     })
 }
