@@ -129,7 +129,7 @@ fn relative_strengths(vals: &[f32], index: &[u32], rows: usize, cols: usize) -> 
     let mean = vals.iter().map(|&v| v as f64).sum::<f64>() / n;
     let var = vals.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
     let scale = (var * cols as f64).sqrt();
-    if !(scale > 0.0) {
+    if scale.is_nan() || scale <= 0.0 {
         return vec![];
     }
     (0..rows)

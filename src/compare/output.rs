@@ -148,6 +148,9 @@ pub(crate) fn csv(runs: &[RunRecord]) -> String {
     out
 }
 
+/// Reads one per-epoch metric.
+type EpochValue = fn(&super::record::EpochRecord) -> f64;
+
 /// Mean and a band of plus or minus one standard deviation over seeds,
 /// per epoch, of one per-epoch metric, for each arm's finished runs.
 fn bands(
@@ -203,7 +206,7 @@ pub(crate) fn plots(
     let pdir = dir.join("plots");
     std::fs::create_dir_all(&pdir).map_err(|e| CompareError::io(&pdir, e))?;
     let mut written = vec![];
-    let curves: [(&str, &str, &str, fn(&super::record::EpochRecord) -> f64); 4] = [
+    let curves: [(&str, &str, &str, EpochValue); 4] = [
         ("test_acc", "Test accuracy", "accuracy", |e| e.test_acc),
         ("test_loss", "Test loss", "loss", |e| e.test_loss),
         ("train_loss", "Training loss", "loss", |e| e.train_loss),
@@ -244,7 +247,7 @@ pub(crate) fn plots(
                 &pdir,
                 &format!("scatter_{key}_{arm}"),
                 &format!("{label}, one point per seed"),
-                &format!("{reference}"),
+                reference,
                 arm,
                 &points,
             )?);

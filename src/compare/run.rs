@@ -179,7 +179,7 @@ pub(crate) fn train_run(
             window_loss += loss as f64;
             window_hits += h;
             window_n += 1;
-            if step % shared.log_every == 0 {
+            if step.is_multiple_of(shared.log_every) {
                 record.steps.push(StepRecord {
                     step,
                     epoch: epoch + 1,

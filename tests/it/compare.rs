@@ -308,8 +308,7 @@ fn bad_data_error(dir: &Path, data: &str) -> String {
     let out = dir.join("out");
     let opts = CompareOptions::new(small_cnn(), data, out.clone(), 2);
     let err = compare(&opts, &[], &|_| panic!("no run may start on bad data"))
-        .err()
-        .expect("bad data is refused");
+        .expect_err("bad data is refused");
     assert!(matches!(err, CompareError::Data(_)), "{err}");
     assert!(!out.join("runs").exists(), "nothing is written on bad data");
     err.to_string()
