@@ -42,9 +42,27 @@ pub fn install(printer: Printer) {
             printer.notice(&format!(
                 "interrupted by {name}: removed {removed} staging file(s)"
             ));
-            std::process::exit(128 + sig);
+            exit_now(128 + sig);
         }
     });
+}
+
+/// Ends the process from the signal thread. `std::process::exit` would run
+/// the C library's exit handlers, which tear down ONNX Runtime's globals
+/// while other threads may still be inside a session (a training run of
+/// `compare`), and the process then dies of a crash instead of exiting
+/// with its status. The staging files are already removed and stderr is
+/// unbuffered; stdout is flushed first.
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    #[cfg(target_os = "linux")]
+    // SAFETY: _exit only ends the process; it touches no Rust state.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(target_os = "linux"))]
+    std::process::exit(code)
 }
 
 /// Warns about staging files in `dir` that processes no longer running

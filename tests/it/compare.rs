@@ -494,3 +494,37 @@ fn the_command_refuses_bad_data_with_a_hint() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown arm `nonsense`"));
 }
+
+#[test]
+fn saved_models_differ_from_the_input_only_in_trained_tensors() {
+    use pa_onnx::onnx::pb::ModelProto;
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = quick(dir.path(), BackendKind::Tract);
+    opts.seeds = vec![0];
+    opts.recipe.epochs = 1;
+    opts.save_models = true;
+    let report = run(&opts).expect("tract is built in");
+    let input = std::fs::read(small_cnn()).unwrap();
+    let blank = |bytes: &[u8]| {
+        let mut m = ModelProto::decode(bytes).unwrap();
+        let g = m.graph.as_mut().unwrap();
+        let mut payloads = std::collections::BTreeMap::new();
+        for t in &mut g.initializer {
+            payloads.insert(t.name.clone(), std::mem::take(&mut t.raw_data));
+        }
+        (m.encode_to_vec(), payloads)
+    };
+    let (frame, before) = blank(&input);
+    for arm in ["original", "pa"] {
+        let saved = std::fs::read(dir.path().join(format!("models/{arm}-seed0.onnx"))).unwrap();
+        assert_eq!(saved.len(), input.len());
+        let (saved_frame, after) = blank(&saved);
+        assert_eq!(saved_frame, frame, "{arm}: only payloads may change");
+        for name in ["conv1.weight", "fc2.bias", "bn1.running_mean"] {
+            assert_ne!(before[name], after[name], "{arm}: {name} was trained");
+        }
+        assert_eq!(before["dropout.ratio"], after["dropout.ratio"]);
+    }
+    assert_eq!(report.runs.len(), 2);
+}

@@ -14,7 +14,7 @@ use crate::onnx::pb::{GraphProto, ModelProto, NodeProto};
 use crate::train::ir::Graph;
 use crate::train::node::NodeExt;
 use crate::train::proto::value_info;
-use crate::train::{DataInput, GraphTarget, Result, TrainError, TrainGraphOptions};
+use crate::train::{DataInput, GraphTarget, Result, TrainGraphOptions};
 
 use super::Builder;
 use crate::train::ops::dropout_training;
@@ -42,25 +42,9 @@ pub struct EvalGraph {
 /// inputs under the same names, BatchNormalization uses the running
 /// statistics, and dropout is the identity.
 pub fn build_eval_graph(model: &[u8], opts: &TrainGraphOptions) -> Result<EvalGraph> {
-    let model = ModelProto::decode(model)?;
-    let graph = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| TrainError::Model("the model has no graph".into()))?;
-    let opset = model
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(1, |o| o.version);
-    if opset < 13 {
-        return Err(TrainError::OldOpset { opset });
-    }
-    let out = graph
-        .output
-        .first()
-        .ok_or_else(|| TrainError::Model("the model has no outputs".into()))?
-        .name
-        .clone();
+    let (model, opset) = super::decode(model)?;
+    let graph = model.graph.as_ref().expect("decode checked the graph");
+    let out = graph.output[0].name.clone();
     let inference = TrainGraphOptions {
         dropout: false,
         ..opts.clone()

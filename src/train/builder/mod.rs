@@ -43,6 +43,19 @@ enum Step {
 /// running statistics; its outputs are `loss`, `<name>_grad` per trainable
 /// tensor, and the updated running statistics.
 pub fn build_training_graph(model: &[u8], opts: &TrainGraphOptions) -> Result<TrainingGraph> {
+    let (model, opset) = decode(model)?;
+    let graph = model.graph.as_ref().expect("decode checked the graph");
+    let mut b = Builder::new(graph, opset, opts)?;
+    b.forward(graph)?;
+    let logits = graph.output[0].name.clone();
+    let (labels, glogits) = b.loss(&logits)?;
+    b.backward(&logits, glogits)?;
+    b.finish(&model, graph, labels)
+}
+
+/// The model, with a graph that has outputs, and its default-domain opset
+/// (13 or later: the builder's rules assume it).
+fn decode(model: &[u8]) -> Result<(ModelProto, i64)> {
     let model = ModelProto::decode(model)?;
     let graph = model
         .graph
@@ -59,12 +72,7 @@ pub fn build_training_graph(model: &[u8], opts: &TrainGraphOptions) -> Result<Tr
     if graph.output.is_empty() {
         return Err(TrainError::Model("the model has no outputs".into()));
     }
-    let mut b = Builder::new(graph, opset, opts)?;
-    b.forward(graph)?;
-    let logits = graph.output[0].name.clone();
-    let (labels, glogits) = b.loss(&logits)?;
-    b.backward(&logits, glogits)?;
-    b.finish(&model, graph, labels)
+    Ok((model, opset))
 }
 
 /// One build in progress: the graph so far, what is trained, which values
