@@ -200,14 +200,23 @@ fn padded((lo, hi): (f64, f64), flat: f64) -> Range<f64> {
 }
 
 /// Axis styling shared by the figures; tick labels get as many decimals
-/// as the axis's span needs (so epochs read "1", "2", not "1.0").
+/// as the axis's span needs (so epochs read "1", "2", not "1.0"). With
+/// `whole_x`, x ticks between whole numbers (epoch 1.5) go unlabelled.
 fn mesh<DB: DrawingBackend>(
     chart: &mut ChartContext<'_, DB, Xy>,
     labels: &Labels<'_>,
     x: &Range<f64>,
     y: &Range<f64>,
+    whole_x: bool,
 ) -> Result<(), Failed> {
-    let fx = tick_format(x);
+    let plain_x = tick_format(x);
+    let fx = move |v: &f64| {
+        if whole_x && v.fract().abs() > 1e-9 {
+            String::new()
+        } else {
+            plain_x(v)
+        }
+    };
     let fy = tick_format(y);
     chart
         .configure_mesh()
@@ -328,7 +337,7 @@ impl Figure for Curves<'_> {
         let area = frame(root, &self.labels, &legend)?;
         let (x, y) = (padded(xs, 0.5), padded(ys, 0.01));
         let mut chart = chart_on(&area, x.clone(), y.clone())?;
-        mesh(&mut chart, &self.labels, &x, &y)?;
+        mesh(&mut chart, &self.labels, &x, &y, true)?;
         for (k, b) in self.bands.iter().enumerate() {
             let c = colour(k);
             for r in runs(len(b), |i| band_ok(b, i)) {
@@ -398,7 +407,7 @@ impl Figure for Scatter<'_> {
         let area = frame(root, &self.labels, &legend)?;
         let range = padded(joint, 0.01);
         let mut chart = chart_on(&area, range.clone(), range.clone())?;
-        mesh(&mut chart, &self.labels, &range, &range)?;
+        mesh(&mut chart, &self.labels, &range, &range, false)?;
         let ends = [(range.start, range.start), (range.end, range.end)];
         chart.draw_series(DashedLineSeries::new(ends, 8, 5, MUTED.stroke_width(2)))?;
         let c = colour(1);
@@ -475,7 +484,7 @@ impl Figure for Histograms<'_> {
         let area = frame(root, &self.labels, &legend)?;
         let y = 0.0..top as f64 * 1.08;
         let mut chart = chart_on(&area, span.clone(), y.clone())?;
-        mesh(&mut chart, &self.labels, &span, &y)?;
+        mesh(&mut chart, &self.labels, &span, &y, false)?;
         for (_, c, colour) in &series {
             let bar = |k: usize| {
                 let x0 = span.start + k as f64 * width;
