@@ -77,13 +77,19 @@ pub fn compare(
             "seeds, --batch, --epochs, --jobs and --log-every must be at least 1".into(),
         ));
     }
-    let model = std::fs::read(&opts.model).map_err(|e| CompareError::io(&opts.model, e))?;
+    let original = std::fs::read(&opts.model).map_err(|e| CompareError::io(&opts.model, e))?;
+    let (model, relaxed) = batch_axis_free(&original)?;
     let graph_opts = TrainGraphOptions {
         batch_size: Some(r.batch as i64),
         target: run::graph_target(opts.backend),
         ..Default::default()
     };
-    let eval = build_eval_graph(&model, &graph_opts)?;
+    let eval = build_eval_graph(&model, &graph_opts).map_err(|e| match relaxed {
+        Some(n) => CompareError::Unsupported(format!(
+            "the model was exported for batches of {n} only, and its graph does not take other batch sizes ({e}); export it with a dynamic batch axis (torch.onnx.export's dynamic_axes), or use --batch {n}"
+        )),
+        None => e.into(),
+    })?;
     let (input, sample_shape, classes) = model_io(&eval, r.batch)?;
     let splits = data::load(
         &opts.data.spec.parse()?,
@@ -124,7 +130,7 @@ pub fn compare(
         test_held_out: splits.test_held_out,
         class_names: splits.class_names,
     };
-    let identity = identity(opts, &model)?;
+    let identity = identity(opts, &original)?;
     let store = store::Store::open(&opts.out, &identity)?;
     let shared = run::Shared {
         model,
@@ -251,6 +257,49 @@ fn model_io(
     };
     let sample = input.shape[1..].iter().map(|&d| d as usize).collect();
     Ok((input.name.clone(), sample, classes))
+}
+
+/// The model with the first dimension of its inputs and outputs made
+/// symbolic, when an exporter fixed it (`torch.onnx.export` without
+/// `dynamic_axes` writes the example's batch size), so training can choose
+/// its own batch; with the fixed size it had, if it had one. Only the
+/// graphs are built from this copy: the arms' values and saved models come
+/// from the file itself.
+fn batch_axis_free(model: &[u8]) -> Result<(Vec<u8>, Option<i64>), CompareError> {
+    use crate::onnx::pb::{tensor_shape_proto::dimension::Value, type_proto, ModelProto};
+    use prost::Message;
+    let mut m = ModelProto::decode(model).map_err(crate::train::TrainError::from)?;
+    let Some(g) = m.graph.as_mut() else {
+        return Ok((model.to_vec(), None));
+    };
+    let inits: std::collections::HashSet<String> =
+        g.initializer.iter().map(|t| t.name.clone()).collect();
+    let mut fixed = None;
+    for v in g
+        .input
+        .iter_mut()
+        .filter(|v| !inits.contains(&v.name))
+        .chain(g.output.iter_mut())
+    {
+        let dim0 = v
+            .r#type
+            .as_mut()
+            .and_then(|t| match t.value.as_mut() {
+                Some(type_proto::Value::TensorType(t)) => t.shape.as_mut(),
+                _ => None,
+            })
+            .and_then(|s| s.dim.first_mut());
+        if let Some(d) = dim0 {
+            if let Some(Value::DimValue(n)) = d.value {
+                fixed.get_or_insert(n);
+                d.value = Some(Value::DimParam("batch".into()));
+            }
+        }
+    }
+    match fixed {
+        Some(n) => Ok((m.encode_to_vec(), Some(n))),
+        None => Ok((model.to_vec(), None)),
+    }
 }
 
 /// The settings that determine a run's numbers, for `config.json`.

@@ -528,3 +528,19 @@ fn saved_models_differ_from_the_input_only_in_trained_tensors() {
     }
     assert_eq!(report.runs.len(), 2);
 }
+
+#[test]
+fn a_model_exported_for_batch_one_trains_at_another_batch_size() {
+    // The TorchScript export of this CNN fixes the batch axis at 1.
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/torch/cnn_bn_unfused.onnx");
+    let mut opts = CompareOptions::new(model, "synthetic", dir.path().to_path_buf(), 1);
+    opts.backend = BackendKind::Tract;
+    opts.recipe.batch = 16;
+    opts.recipe.epochs = 1;
+    opts.data.synthetic_size = (64, 32);
+    let report = run(&opts).expect("tract is built in");
+    assert_eq!(report.runs.len(), 2);
+    assert_eq!(report.runs[0].epochs[0].step, 4);
+    assert_eq!(report.data.sample_shape, [1, 28, 28]);
+}
