@@ -5,12 +5,13 @@
 //! today, data sets for comparing training runs next. One reader serves
 //! them all, so that every command accepts the same files and refuses the
 //! same ones with the same words. The archive ([`zip`]) and the array
-//! format ([`npy`]) are read by hand: both are simple when stored
-//! uncompressed, which is what `numpy.savez` writes.
+//! format ([`npy`]) are read by hand, both being simple; deflated entries
+//! (`numpy.savez_compressed`) are inflated with flate2.
 
 mod npy;
 mod zip;
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use crate::backend::HostTensor;
@@ -34,7 +35,7 @@ pub(crate) enum NpzError {
     Array { key: String, problem: NpyError },
 }
 
-/// Reads a `.npz` file as written by `numpy.savez` (stored, not compressed),
+/// Reads a `.npz` file as written by `numpy.savez` or `savez_compressed`,
 /// returning its arrays under their keys, in the archive's order.
 pub(crate) fn read(path: &Path) -> Result<Vec<(String, HostTensor)>, NpzError> {
     let bytes = std::fs::read(path)?;
@@ -47,7 +48,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, NpzError>
     let mut arrays = Vec::with_capacity(entries.len());
     for (name, data) in entries {
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
-        match npy::parse_npy(data) {
+        match npy::parse_npy(&data) {
             Ok(tensor) => arrays.push((key, tensor)),
             Err(problem) => return Err(NpzError::Array { key, problem }),
         }
@@ -63,7 +64,11 @@ pub(crate) fn parse_raw(bytes: &[u8]) -> Result<Vec<(String, RawArray<'_>)>, Npz
     let mut arrays = Vec::with_capacity(entries.len());
     for (name, data) in entries {
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
-        match npy::parse_raw(data) {
+        let array = match data {
+            Cow::Borrowed(data) => npy::parse_raw(data),
+            Cow::Owned(data) => npy::parse_raw(&data).map(RawArray::into_owned),
+        };
+        match array {
             Ok(array) => arrays.push((key, array)),
             Err(problem) => return Err(NpzError::Array { key, problem }),
         }
@@ -95,27 +100,44 @@ pub(crate) mod tests {
 
     /// A stored zip, as `numpy.savez` would write it (without zip64 fields).
     pub(crate) fn zip(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        archive(entries, false)
+    }
+
+    /// A zip of `entries`, deflated as `numpy.savez_compressed` writes it
+    /// when `deflate`, stored otherwise.
+    fn archive(entries: &[(&str, Vec<u8>)], deflate: bool) -> Vec<u8> {
+        use std::io::Write;
         let mut out = Vec::new();
         let mut central = Vec::new();
-        for (name, data) in entries {
+        for (name, raw) in entries {
             let offset = out.len() as u32;
-            let crc = crc32(data);
+            let crc = crc32(raw);
+            let data = if deflate {
+                let mut e =
+                    flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(raw).unwrap();
+                e.finish().unwrap()
+            } else {
+                raw.clone()
+            };
+            let method: u8 = if deflate { 8 } else { 0 };
+            let data = &data;
             let mut header = Vec::new();
             header.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-            header.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            header.extend_from_slice(&[20, 0, 0, 0, method, 0, 0, 0, 0, 0]);
             header.extend_from_slice(&crc.to_le_bytes());
             header.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            header.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            header.extend_from_slice(&(raw.len() as u32).to_le_bytes());
             header.extend_from_slice(&(name.len() as u16).to_le_bytes());
             header.extend_from_slice(&0u16.to_le_bytes());
             out.extend_from_slice(&header);
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(data);
             central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-            central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            central.extend_from_slice(&[20, 0, 20, 0, 0, 0, method, 0, 0, 0, 0, 0]);
             central.extend_from_slice(&crc.to_le_bytes());
             central.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            central.extend_from_slice(&(raw.len() as u32).to_le_bytes());
             central.extend_from_slice(&(name.len() as u16).to_le_bytes());
             central.extend_from_slice(&[0; 12]);
             central.extend_from_slice(&offset.to_le_bytes());
@@ -131,6 +153,32 @@ pub(crate) mod tests {
         out.extend_from_slice(&cd_offset.to_le_bytes());
         out.extend_from_slice(&[0, 0]);
         out
+    }
+
+    #[test]
+    fn deflated_archives_read_as_stored_ones() {
+        let f: Vec<u8> = (0..300)
+            .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+            .collect();
+        let entries = [
+            ("x.npy", npy("<f4", "(100, 3)", &f)),
+            ("y.npy", npy("<i8", "(2,)", &[7; 16])),
+        ];
+        let stored = parse(&zip(&entries)).unwrap();
+        let deflated = archive(&entries, true);
+        assert!(deflated.len() < zip(&entries).len());
+        assert_eq!(parse(&deflated).unwrap(), stored);
+        let raw = parse_raw(&deflated).unwrap();
+        assert_eq!(raw[0].1.shape, [100, 3]);
+        assert_eq!(&raw[0].1.body[..], &f[..]);
+        // Damaged compressed bytes are an error naming the entry, never a panic.
+        let mut bad = deflated.clone();
+        let name_end = 30 + "x.npy".len();
+        for b in &mut bad[name_end..name_end + 40] {
+            *b ^= 0x5a;
+        }
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("x.npy"), "{err}");
     }
 
     #[test]

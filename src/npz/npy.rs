@@ -8,6 +8,8 @@
 //! C order only; any other layout is refused with the numpy call that
 //! produces a readable one.
 
+use std::borrow::Cow;
+
 use crate::backend::{HostTensor, TensorData};
 
 use super::zip::{u32_at, ZipError};
@@ -119,11 +121,21 @@ pub(crate) struct RawArray<'a> {
     pub dtype: Dtype,
     /// Dimensions, outermost first.
     pub shape: Vec<usize>,
-    /// `shape`'s product times the element size, in C order.
-    pub body: &'a [u8],
+    /// `shape`'s product times the element size, in C order (borrowed
+    /// from the file's bytes, or owned when it was inflated).
+    pub body: Cow<'a, [u8]>,
 }
 
 impl RawArray<'_> {
+    /// The same array owning its bytes.
+    pub(crate) fn into_owned(self) -> RawArray<'static> {
+        RawArray {
+            dtype: self.dtype,
+            shape: self.shape,
+            body: Cow::Owned(self.body.into_owned()),
+        }
+    }
+
     /// Every element as one number, in C order.
     fn values(&self) -> impl Iterator<Item = f64> + '_ {
         let size = self.dtype.size();
@@ -234,7 +246,11 @@ pub(crate) fn parse_raw(b: &[u8]) -> Result<RawArray<'_>, NpyError> {
             got: body.len(),
         });
     }
-    Ok(RawArray { dtype, shape, body })
+    Ok(RawArray {
+        dtype,
+        shape,
+        body: Cow::Borrowed(body),
+    })
 }
 
 /// Parses one `.npy` array: little-endian f32/f64/f16/i64/i32/bool, C order.

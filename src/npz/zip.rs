@@ -1,9 +1,13 @@
-//! The stored (uncompressed) ZIP archives that `numpy.savez` writes.
+//! The ZIP archives that `numpy.savez` (stored entries) and
+//! `numpy.savez_compressed` (deflated entries) write.
 //!
 //! A `.npz` file is a ZIP archive of `.npy` files. Reading one needs only the
-//! central directory, the local headers and a CRC check, so a few lines
-//! here keep the build free of a compression library; compressed or
-//! encrypted entries are refused with the way to avoid them.
+//! central directory, the local headers and a CRC check; stored entries are
+//! read in place, deflated ones are inflated with flate2. Encrypted entries
+//! and other compression methods are refused with the way to avoid them.
+
+use std::borrow::Cow;
+use std::io::Read;
 
 /// What is wrong with the archive itself, naming the entry where one is at
 /// fault.
@@ -23,8 +27,10 @@ pub(crate) enum ZipError {
     BrokenCentralDirectory,
     #[error("entry `{entry}` is encrypted")]
     Encrypted { entry: String },
-    #[error("entry `{entry}` is compressed; save inputs with numpy.savez, not savez_compressed")]
-    Compressed { entry: String },
+    #[error("entry `{entry}` uses compression method {method}; save the arrays with numpy.savez or numpy.savez_compressed")]
+    Compressed { entry: String, method: u16 },
+    #[error("entry `{entry}`: the compressed data is damaged ({detail})")]
+    Inflate { entry: String, detail: String },
     #[error("entry `{entry}`: stored sizes disagree")]
     SizesDisagree { entry: String },
     #[error("entry `{entry}`: broken local header")]
@@ -57,9 +63,10 @@ fn to_usize(v: u64) -> Result<usize, ZipError> {
     usize::try_from(v).map_err(|_| ZipError::OffsetOutOfRange)
 }
 
-/// The stored entries of a zip archive, read through its central directory
-/// (numpy writes zip64 fields, so those are understood).
-pub(super) fn zip_entries(b: &[u8]) -> Result<Vec<(String, &[u8])>, ZipError> {
+/// The entries of a zip archive, read through its central directory
+/// (numpy writes zip64 fields, so those are understood): stored ones in
+/// place, deflated ones inflated.
+pub(super) fn zip_entries(b: &[u8]) -> Result<Vec<(String, Cow<'_, [u8]>)>, ZipError> {
     const EOCD: u32 = 0x0605_4b50;
     const EOCD64: u32 = 0x0606_4b50;
     const LOCATOR64: u32 = 0x0706_4b50;
@@ -129,10 +136,13 @@ pub(super) fn zip_entries(b: &[u8]) -> Result<Vec<(String, &[u8])>, ZipError> {
         if flags & 1 != 0 {
             return Err(ZipError::Encrypted { entry: name });
         }
-        if method != 0 {
-            return Err(ZipError::Compressed { entry: name });
+        if method != 0 && method != 8 {
+            return Err(ZipError::Compressed {
+                entry: name,
+                method,
+            });
         }
-        if csize != usize_ {
+        if method == 0 && csize != usize_ {
             return Err(ZipError::SizesDisagree { entry: name });
         }
         let local = to_usize(local)?;
@@ -144,7 +154,11 @@ pub(super) fn zip_entries(b: &[u8]) -> Result<Vec<(String, &[u8])>, ZipError> {
         let Some(data) = b.get(start..start + to_usize(csize)?) else {
             return Err(ZipError::PastEnd { entry: name });
         };
-        if crc32(data) != crc {
+        let data = match method {
+            0 => Cow::Borrowed(data),
+            _ => Cow::Owned(inflate(&name, data, to_usize(usize_)?)?),
+        };
+        if crc32(&data) != crc {
             return Err(ZipError::Crc { entry: name });
         }
         entries.push((name, data));
@@ -153,20 +167,33 @@ pub(super) fn zip_entries(b: &[u8]) -> Result<Vec<(String, &[u8])>, ZipError> {
     Ok(entries)
 }
 
+/// A deflated entry, which must inflate to exactly `size` bytes (the
+/// central directory's word; reading stops past it, so a lying archive
+/// cannot make the reader allocate more).
+fn inflate(entry: &str, data: &[u8], size: usize) -> Result<Vec<u8>, ZipError> {
+    let damaged = |detail: String| ZipError::Inflate {
+        entry: entry.to_string(),
+        detail,
+    };
+    let mut out = Vec::with_capacity(size.min(1 << 30));
+    flate2::read::DeflateDecoder::new(data)
+        .take(size as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| damaged(e.to_string()))?;
+    if out.len() != size {
+        return Err(damaged(format!(
+            "inflates to {} bytes where the archive says {size}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
 /// CRC-32 (IEEE), as zip uses.
 pub(super) fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    crc.sum()
 }
 
 #[cfg(test)]

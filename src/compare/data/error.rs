@@ -195,7 +195,8 @@ impl DataError {
                     Some(NpzError::Zip(ZipError::Compressed { .. }))
                 ) =>
             {
-                "load it in numpy and save it with numpy.savez (not savez_compressed)".into()
+                "load it in numpy and save it again with numpy.savez or numpy.savez_compressed"
+                    .into()
             }
             DataError::Corrupt { .. } | DataError::Image { .. } => {
                 "the file may be truncated by an interrupted download; fetch it again".into()
