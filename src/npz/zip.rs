@@ -63,10 +63,13 @@ fn to_usize(v: u64) -> Result<usize, ZipError> {
     usize::try_from(v).map_err(|_| ZipError::OffsetOutOfRange)
 }
 
+/// One entry of an archive: its name and its (inflated) bytes.
+pub(super) type Entry<'a> = (String, Cow<'a, [u8]>);
+
 /// The entries of a zip archive, read through its central directory
 /// (numpy writes zip64 fields, so those are understood): stored ones in
 /// place, deflated ones inflated.
-pub(super) fn zip_entries(b: &[u8]) -> Result<Vec<(String, Cow<'_, [u8]>)>, ZipError> {
+pub(super) fn zip_entries(b: &[u8]) -> Result<Vec<Entry<'_>>, ZipError> {
     const EOCD: u32 = 0x0605_4b50;
     const EOCD64: u32 = 0x0606_4b50;
     const LOCATOR64: u32 = 0x0706_4b50;
