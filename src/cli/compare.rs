@@ -6,25 +6,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pa_onnx::backend::BackendKind;
 use pa_onnx::compare::{
-    compare, Arm, CompareOptions, DataSettings, Event, OptimizerKind, Recipe, RunStatus, Schedule,
+    compare, merge, Arm, CompareOptions, CompareReport, DataSettings, Event, OptimizerKind, Recipe,
+    RunStatus, Schedule, ShardSpec,
 };
 
 use super::{Printer, Status};
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
-    /// The untrained model (a classifier: one float input with a dynamic
-    /// batch axis, [batch, classes] logits).
-    model: PathBuf,
+    #[command(subcommand)]
+    action: Option<Action>,
+    /// The untrained model (a classifier: one float input, [batch, classes]
+    /// logits).
+    #[arg(required = true)]
+    model: Option<PathBuf>,
     /// The data: `synthetic` (a built-in task), a .npz file (x, y and
     /// optionally x_test, y_test), x.npy,y.npy, a folder of MNIST-style IDX
     /// files, of CIFAR-10/100 binary batches, or of images with one
     /// subfolder per class.
-    #[arg(long)]
-    data: String,
+    #[arg(long, required = true)]
+    data: Option<String>,
     /// The output folder (created; rerunning the same command resumes).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
     /// Number of seeds (0..N) or a comma-separated list.
     #[arg(long, default_value = "10")]
     seeds: String,
@@ -94,6 +99,34 @@ pub struct Args {
     /// The ONNX Runtime shared library (default: as `verify` finds it).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
+    /// Make only slice I of N of the runs (`auto/N`: I from
+    /// SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or PA_ONNX_SHARD_INDEX);
+    /// `compare merge` writes the report.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<ShardSpec>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Gather the folders of a sharded comparison into one, with the report
+    /// an unsharded run writes.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MergeArgs {
+    /// The shards' output folders.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Where the merged comparison goes (may be one of the folders).
+    #[arg(long)]
+    out: PathBuf,
+    /// Write the report from the runs that are there, listing the missing ones.
+    #[arg(long)]
+    allow_missing: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -119,7 +152,7 @@ fn seeds(s: &str) -> super::Result<Vec<u64>> {
         })
 }
 
-fn options(args: &Args) -> super::Result<CompareOptions> {
+fn options(args: &Args, p: &Printer) -> super::Result<CompareOptions> {
     let default = if args.rewired.is_some() {
         vec![]
     } else {
@@ -146,16 +179,27 @@ fn options(args: &Args) -> super::Result<CompareOptions> {
                 args.synthetic_size
             ))
         })?;
+    let shard = match args.shard {
+        Some(spec) => {
+            let (shard, var) = spec.resolve(|k| std::env::var(k).ok())?;
+            if let Some(var) = var {
+                p.info(&format!("shard {shard} (index from {var})"));
+            }
+            Some(shard)
+        }
+        None => None,
+    };
+    let missing = |what: &str| bad(format!("compare needs {what}"));
     Ok(CompareOptions {
-        model: args.model.clone(),
+        model: args.model.clone().ok_or_else(|| missing("a model"))?,
         data: DataSettings {
-            spec: args.data.clone(),
+            spec: args.data.clone().ok_or_else(|| missing("--data"))?,
             test_fraction: args.test_fraction,
             split_seed: args.split_seed,
             synthetic_size: (train, test),
             limit: args.limit,
         },
-        out: args.out.clone(),
+        out: args.out.clone().ok_or_else(|| missing("--out"))?,
         seeds: seeds(&args.seeds)?,
         arms,
         recipe: Recipe {
@@ -177,11 +221,45 @@ fn options(args: &Args) -> super::Result<CompareOptions> {
         log_every: args.log_every,
         save_models: args.save_models,
         ort_lib: args.ort_lib.clone(),
+        shard,
     })
 }
 
+fn print_summary(report: &CompareReport, out: &std::path::Path, json: bool, p: &Printer) {
+    if json {
+        p.json(report);
+        return;
+    }
+    for m in &report.summary.metrics {
+        for c in &m.paired {
+            p.out(&c.sentence);
+        }
+    }
+    if !report.missing.is_empty() {
+        p.warn(&format!(
+            "{} runs are missing from the report",
+            report.missing.len()
+        ));
+    }
+    p.out(&format!(
+        "wrote {}: report.json, runs.csv, summary.md, {} plot files",
+        out.display(),
+        report.plots.len()
+    ));
+}
+
+fn merge_run(a: MergeArgs, p: &Printer) -> super::Result<Status> {
+    let command_line: Vec<String> = std::env::args().collect();
+    let report = merge(&a.dirs, &a.out, a.allow_missing, &command_line)?;
+    print_summary(&report, &a.out, a.json, p);
+    Ok(Status::Ok)
+}
+
 pub fn run(args: Args, p: &Printer) -> super::Result<Status> {
-    let opts = options(&args)?;
+    if let Some(Action::Merge(m)) = args.action {
+        return merge_run(m, p);
+    }
+    let opts = options(&args, p)?;
     let command_line: Vec<String> = std::env::args().collect();
     let bar = p.progress_allowed().then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -206,7 +284,7 @@ pub fn run(args: Args, p: &Printer) -> super::Result<Status> {
                 p.info(&format!(
                     "resuming: {} of {runs} runs already finished in {}",
                     runs - pending,
-                    args.out.display()
+                    opts.out.display()
                 ));
             }
             if let Some(b) = &bar {
@@ -248,19 +326,14 @@ pub fn run(args: Args, p: &Printer) -> super::Result<Status> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if args.json {
-        p.json(&report);
-    } else {
-        for m in &report.summary.metrics {
-            for c in &m.paired {
-                p.out(&c.sentence);
-            }
-        }
-        p.out(&format!(
-            "wrote {}: report.json, runs.csv, summary.md, {} plot files",
-            args.out.display(),
-            report.plots.len()
-        ));
+    match opts.shard {
+        Some(shard) => p.out(&format!(
+            "shard {shard} done; {} holds {} of the comparison's {} runs; gather the shards with `pa-onnx compare merge`",
+            opts.out.display(),
+            report.runs.len(),
+            report.runs.len() + report.missing.len()
+        )),
+        None => print_summary(&report, &opts.out, args.json, p),
     }
     Ok(Status::Ok)
 }

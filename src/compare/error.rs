@@ -26,6 +26,36 @@ pub enum CompareError {
         /// The first setting that differs.
         what: String,
     },
+    /// Two folders given to `compare merge` are of different comparisons.
+    #[error("{first} and {other} are not shards of one comparison ({what} differs)")]
+    MergeMismatch {
+        /// The first folder.
+        first: PathBuf,
+        /// The folder that differs from it.
+        other: PathBuf,
+        /// The first setting that differs.
+        what: String,
+    },
+    /// One run was found in two folders with different results.
+    #[error("{arm} seed {seed} is in {first} and in {other} with different results")]
+    DuplicateRun {
+        /// The arm.
+        arm: String,
+        /// The seed.
+        seed: u64,
+        /// One folder.
+        first: PathBuf,
+        /// The other.
+        other: PathBuf,
+    },
+    /// Runs of the plan that no folder holds.
+    #[error("{count} runs are missing: {list}")]
+    MissingRuns {
+        /// How many.
+        count: usize,
+        /// The first few, as `arm seed s`.
+        list: String,
+    },
     /// The options contradict each other or are out of range.
     #[error("{0}")]
     Options(String),
@@ -58,6 +88,12 @@ impl CompareError {
             CompareError::Model(e) => e.hint(),
             CompareError::Train(e) => e.hint(),
             CompareError::Plot(e) => e.hint(),
+            CompareError::MissingRuns { .. } => Some(
+                "run the shards that made them again (each resumes), or pass --allow-missing to merge what is there".into(),
+            ),
+            CompareError::DuplicateRun { .. } => Some(
+                "the two folders ran the same run with other code or hardware; keep one of them".into(),
+            ),
             CompareError::ConfigChanged { .. } => {
                 Some("use another --out folder, or restore the earlier settings to resume".into())
             }

@@ -14,11 +14,14 @@
 mod arms;
 pub(crate) mod data;
 mod error;
+mod finish;
+mod merge;
 pub mod options;
 mod output;
 pub(crate) mod plot;
 mod record;
 mod run;
+pub mod shard;
 pub(crate) mod stats;
 mod store;
 mod summary;
@@ -28,10 +31,13 @@ use std::sync::{Arc, Mutex};
 
 pub use data::DataError;
 pub use error::CompareError;
+pub use finish::RunPlan;
+pub use merge::merge;
 pub use options::{Arm, CompareOptions, DataSettings, OptimizerKind, Recipe, Schedule};
 pub use output::{CompareReport, DataInfo, Hardware, Missing, REPORT_VERSION};
 pub use plot::PlotError;
 pub use record::{EpochRecord, InitRecord, RunRecord, RunStatus, StepRecord};
+pub use shard::{Shard, ShardSpec};
 pub use stats::{Describe, PairedTest, WilcoxonMethod};
 pub use summary::{Comparison, MetricSummary, Summary};
 
@@ -150,15 +156,25 @@ pub fn compare(
     };
     let source = arms::Source::open(&opts.model)?;
     let mut pending = vec![];
-    for &seed in &opts.seeds {
-        for arm in &arms {
-            if store.load(&arm.name(), seed)?.is_none() {
-                pending.push((seed, arm));
-            }
+    let all = opts
+        .seeds
+        .iter()
+        .flat_map(|&s| arms.iter().map(move |a| (s, a)));
+    for (position, (seed, arm)) in all.enumerate() {
+        if opts.shard.is_some_and(|s| !s.owns(position)) {
+            continue;
+        }
+        if store.load(&arm.name(), seed)?.is_none() {
+            pending.push((seed, arm));
         }
     }
+    let in_slice = opts.seeds.len() * arms.len();
+    let in_slice = match opts.shard {
+        Some(s) => (0..in_slice).filter(|&p| s.owns(p)).count(),
+        None => in_slice,
+    };
     events(Event::Planned {
-        runs: opts.seeds.len() * arms.len(),
+        runs: in_slice,
         pending: pending.len(),
         steps: shared.total_steps(),
     });
@@ -195,14 +211,27 @@ pub fn compare(
     if let Some(e) = first_error.into_inner().expect("no panics hold it") {
         return Err(e);
     }
-    finish(
-        opts,
-        command_line,
-        &arms,
+    let strengths = match arms.iter().find(|a| matches!(a, Arm::Rewired { .. })) {
+        Some(a) => source
+            .init(a, opts.seeds[0])?
+            .strengths
+            .map(|(b, af)| (a.name(), b, af)),
+        None => None,
+    };
+    let plan = finish::RunPlan {
+        seeds: opts.seeds.clone(),
+        arms,
+        model: opts.model.clone(),
+        backend: opts.backend.name().to_string(),
+        data: data_info,
+    };
+    finish::finish(
         &store,
-        &source,
+        &plan,
+        command_line,
         identity,
-        data_info,
+        strengths,
+        opts.shard.is_none(),
     )
 }
 
@@ -348,57 +377,4 @@ fn one_run(
     }
     store.save(&outcome.record)?;
     Ok(outcome.record)
-}
-
-/// Reads every run back and writes the report.
-fn finish(
-    opts: &CompareOptions,
-    command_line: &[String],
-    arms: &[Arm],
-    store: &store::Store,
-    source: &arms::Source,
-    config: serde_json::Value,
-    data: DataInfo,
-) -> Result<CompareReport, CompareError> {
-    let names: Vec<String> = arms.iter().map(Arm::name).collect();
-    let (mut runs, mut missing) = (vec![], vec![]);
-    for &seed in &opts.seeds {
-        for arm in &names {
-            match store.load(arm, seed)? {
-                Some(r) => runs.push(r),
-                None => missing.push(Missing {
-                    arm: arm.clone(),
-                    seed,
-                }),
-            }
-        }
-    }
-    let summary = summary::summarize(&runs, &names, opts.seeds[0]);
-    let strengths = match arms.iter().find(|a| matches!(a, Arm::Rewired { .. })) {
-        Some(a) => source
-            .init(a, opts.seeds[0])?
-            .strengths
-            .map(|(b, af)| (a.name(), b, af)),
-        None => None,
-    };
-    let (plots, png_skipped) = output::plots(store.dir(), &runs, &names, strengths.as_ref())?;
-    let report = CompareReport {
-        schema: "pa-onnx-compare",
-        schema_version: REPORT_VERSION,
-        pa_onnx_version: env!("CARGO_PKG_VERSION"),
-        command_line: command_line.to_vec(),
-        config_hash: store.hash().to_string(),
-        config,
-        seeds: opts.seeds.clone(),
-        arms: names,
-        data,
-        hardware: Hardware::here(opts.backend.name()),
-        runs,
-        missing,
-        summary,
-        plots,
-        png_skipped,
-    };
-    output::write_all(store, &report)?;
-    Ok(report)
 }

@@ -234,6 +234,9 @@ pub struct CompareOptions {
     pub save_models: bool,
     /// The ONNX Runtime library to load (None: found as for `verify`).
     pub ort_lib: Option<PathBuf>,
+    /// Make only this slice of the runs (see [`super::shard`]); the report
+    /// is left to `compare merge`.
+    pub shard: Option<super::shard::Shard>,
 }
 
 impl CompareOptions {
@@ -262,6 +265,7 @@ impl CompareOptions {
             log_every: 10,
             save_models: false,
             ort_lib: None,
+            shard: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use super::CompareError;
 pub const REPORT_VERSION: u32 = 1;
 
 /// The data a comparison trained on.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct DataInfo {
     /// Where it came from and how it was split.
     pub description: String,
@@ -33,7 +33,7 @@ pub struct DataInfo {
     /// True when the test split was held out of the data by `test_fraction`.
     pub test_held_out: bool,
     /// Class names by label, where the data has them (image folders).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub class_names: Option<Vec<String>>,
 }
 

@@ -105,9 +105,51 @@ impl Store {
     }
 }
 
+/// The stored configuration of an existing output folder.
+pub(crate) fn read_json(dir: &Path, name: &str) -> Result<Value, CompareError> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|e| CompareError::io(&path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| CompareError::Record {
+        path,
+        msg: e.to_string(),
+    })
+}
+
+impl Store {
+    /// Every run record in the folder, in file-name order.
+    pub(crate) fn runs(&self) -> Result<Vec<RunRecord>, CompareError> {
+        let dir = self.dir.join("runs");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| CompareError::io(&dir, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        let mut out = vec![];
+        for n in names {
+            let path = dir.join(&n);
+            let bytes = std::fs::read(&path).map_err(|e| CompareError::io(&path, e))?;
+            let rec: RunRecord =
+                serde_json::from_slice(&bytes).map_err(|e| CompareError::Record {
+                    path: path.clone(),
+                    msg: e.to_string(),
+                })?;
+            if rec.config != self.hash {
+                return Err(CompareError::ConfigChanged {
+                    dir: self.dir.clone(),
+                    what: format!("the configuration stamped on {}", path.display()),
+                });
+            }
+            out.push(rec);
+        }
+        Ok(out)
+    }
+}
+
 /// The dotted path of the first setting that differs between two
 /// configurations, or None when they are equal.
-fn first_difference(old: &Value, new: &Value, at: &str) -> Option<String> {
+pub(crate) fn first_difference(old: &Value, new: &Value, at: &str) -> Option<String> {
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();

@@ -544,3 +544,151 @@ fn a_model_exported_for_batch_one_trains_at_another_batch_size() {
     assert_eq!(report.runs[0].epochs[0].step, 4);
     assert_eq!(report.data.sample_shape, [1, 28, 28]);
 }
+
+/// Runs the CLI's `compare` with the quick settings into `out`, plus `extra`.
+fn cli_compare(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let model = small_cnn();
+    let mut c = pa();
+    c.args([
+        "compare",
+        model.to_str().unwrap(),
+        "--data",
+        "synthetic",
+        "--synthetic-size",
+        "256,64",
+    ])
+    .args([
+        "--seeds",
+        "3",
+        "--epochs",
+        "1",
+        "--batch",
+        "32",
+        "--threads",
+        "1",
+        "--backend",
+        "tract",
+    ])
+    .arg("--out")
+    .arg(out)
+    .args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn numbers(dir: &Path) -> serde_json::Value {
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    let mut runs: Vec<(String, u64, Vec<(f64, f64, f64)>)> = r["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let epochs = x["epochs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["train_loss"].as_f64().unwrap(),
+                        e["test_loss"].as_f64().unwrap(),
+                        e["test_acc"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            (
+                x["arm"].as_str().unwrap().to_string(),
+                x["seed"].as_u64().unwrap(),
+                epochs,
+            )
+        })
+        .collect();
+    runs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    serde_json::json!({"runs": runs, "summary": r["summary"]})
+}
+
+#[test]
+fn shards_merged_equal_the_unsharded_comparison() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr))
+    };
+    ok(cli_compare(&d.join("full"), &[], &[]));
+    ok(cli_compare(&d.join("s0"), &["--shard", "0/3"], &[]));
+    let o = cli_compare(
+        &d.join("s1"),
+        &["--shard", "auto/3"],
+        &[("PA_ONNX_SHARD_INDEX", "1")],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("index from PA_ONNX_SHARD_INDEX"));
+    ok(o);
+    assert!(
+        !d.join("s1/report.json").exists(),
+        "a shard leaves the report to merge"
+    );
+    let merge = |dirs: &[&str], extra: &[&str]| {
+        let mut c = pa();
+        c.args(["compare", "merge"]);
+        for x in dirs {
+            c.arg(d.join(x));
+        }
+        c.arg("--out")
+            .arg(d.join("merged"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Shard 2 has not run: its runs are missing.
+    let o = merge(&["s0", "s1"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("2 runs are missing") && err.contains("--allow-missing"),
+        "{err}"
+    );
+    ok(merge(&["s0", "s1"], &["--allow-missing"]));
+    let partial: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("merged/report.json")).unwrap()).unwrap();
+    assert_eq!(partial["missing"].as_array().unwrap().len(), 2);
+    ok(cli_compare(&d.join("s2"), &["--shard", "2/3"], &[]));
+    ok(merge(&["s0", "s1", "s2"], &[]));
+    assert_eq!(numbers(&d.join("merged")), numbers(&d.join("full")));
+    // A run in two folders with different results.
+    std::fs::create_dir_all(d.join("tampered/runs")).unwrap();
+    for f in ["config.json", "plan.json"] {
+        std::fs::copy(d.join("s0").join(f), d.join("tampered").join(f)).unwrap();
+    }
+    let name = std::fs::read_dir(d.join("s0/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let text = std::fs::read_to_string(d.join("s0/runs").join(&name)).unwrap();
+    let changed = text
+        .replacen("\"test_acc\": ", "\"test_acc\": 0.0123", 1)
+        .replacen("0.01230.", "0.0123", 1);
+    assert_ne!(changed, text);
+    std::fs::write(d.join("tampered/runs").join(&name), changed).unwrap();
+    let o = merge(&["s0", "tampered"], &["--allow-missing"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("with different results"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A shard of another comparison.
+    ok(cli_compare(
+        &d.join("other"),
+        &["--shard", "1/3", "--lr", "0.01"],
+        &[],
+    ));
+    let o = merge(&["s0", "other"], &["--allow-missing"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not shards of one comparison") && err.contains("recipe.lr"),
+        "{err}"
+    );
+}
