@@ -91,8 +91,15 @@ pub fn verify_files(
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
     let structure = structure::compare_files(original, candidate)?;
-    let inference = (!opts.backends.is_empty() || !opts.inference.require.is_empty())
-        .then(|| inference::compare_models(original, candidate, &opts.backends, &opts.inference));
+    let inference = (!opts.backends.is_empty() || !opts.inference.require.is_empty()).then(|| {
+        inference::compare_rewired(
+            original,
+            candidate,
+            &structure.permuted,
+            &opts.backends,
+            &opts.inference,
+        )
+    });
     Ok(VerifyReport {
         structure,
         inference,

@@ -375,14 +375,13 @@ fn a_contrib_op_fails_to_load_in_tract_but_runs_in_ort() {
     assert_close(&out[0].1, &want, 1e-5);
 }
 
-/// W1 lives in `mlp.onnx.data` beside the model, as large exports do.
-#[test]
-fn external_data_next_to_the_model_is_found() {
-    let dir = tempfile::tempdir().unwrap();
+/// The MLP with W1 in `mlp.onnx.data` beside the model, as large exports
+/// store their weights.
+fn external_mlp(dir: &Path) -> PathBuf {
     let mut graph = mlp_graph(&W2);
     let data = f32_bytes(&W1);
     std::fs::write(
-        dir.path().join("mlp.onnx.data"),
+        dir.join("mlp.onnx.data"),
         [vec![0u8; 16], data.clone()].concat(),
     )
     .unwrap();
@@ -399,7 +398,14 @@ fn external_data_next_to_the_model_is_found() {
             value,
         });
     }
-    let path = write(dir.path(), "mlp.onnx", &model(graph, &[]));
+    write(dir, "mlp.onnx", &model(graph, &[]))
+}
+
+/// W1 lives in `mlp.onnx.data` beside the model, as large exports do.
+#[test]
+fn external_data_next_to_the_model_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = external_mlp(dir.path());
 
     let mut kinds = vec![];
     if cfg!(feature = "tract") {
@@ -606,5 +612,47 @@ fn committed_models_agree_across_backends() {
         for b in &report.backends {
             assert_ne!(b.status, Status::Failed, "{}: {report}", path.display());
         }
+    }
+}
+
+/// The probe copies that expose the rewired layers' outputs live in a
+/// temporary folder; a model's external data must be found from there too.
+#[test]
+fn the_rewired_layers_of_a_model_with_external_data_are_probed() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = external_mlp(dir.path());
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let candidate = out_dir.join("mlp.onnx");
+    pa_onnx::pipeline::rewire_file(
+        &original,
+        Some(&candidate),
+        &pa_onnx::pipeline::RewireOptions::default(),
+    )
+    .unwrap();
+    let mut backends = vec![BackendKind::Tract];
+    if ort_available("the_rewired_layers_of_a_model_with_external_data") {
+        backends.push(BackendKind::OrtCpu);
+    }
+    let opts = pa_onnx::verify::VerifyOptions {
+        backends,
+        inference: compare_options(),
+    };
+    let report = pa_onnx::verify::verify_files(&original, &candidate, &opts).unwrap();
+    assert!(report.passed(), "{report}");
+    let inference = report.inference.as_ref().unwrap();
+    assert!(inference.notes.is_empty(), "{report}");
+    for b in &inference.backends {
+        assert_eq!(b.status, Status::Passed, "{report}");
+        assert!(b.notes.is_empty(), "{report}");
+        let probed: Vec<&str> = b
+            .probes
+            .iter()
+            .flat_map(|p| p.weights.iter().map(String::as_str))
+            .collect();
+        for t in &report.structure.permuted {
+            assert!(probed.contains(&t.as_str()), "{t} not probed: {report}");
+        }
+        assert!(b.probes.iter().any(|p| p.output.changed), "{report}");
     }
 }

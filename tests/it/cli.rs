@@ -523,3 +523,78 @@ fn a_training_error_prints_its_hint_on_a_line_of_its_own() {
         "{err}"
     );
 }
+
+/// Issue 19: an untrained model's final outputs can be blind to its hidden
+/// weights (a zero-initialised head, activations that vanish with depth).
+/// `verify` finds the rewiring in the outputs of the rewired layers, passes,
+/// and says the outputs are blind; a model against itself still fails.
+#[test]
+fn verify_sees_the_rewiring_in_the_rewired_layers_when_the_outputs_are_blind() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/blind");
+    for name in ["vit_zero_head", "deep_cnn_vanishing"] {
+        let m = root.join(format!("{name}.onnx"));
+        let out = dir.path().join(format!("{name}.onnx"));
+        let o = pa(&["rewire", s(&m), s(&out)]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(&o));
+
+        let args = ["verify", s(&m), s(&out), "--backends", "tract,ort-cpu"];
+        let o = pa(&[&args[..], &["--json"]].concat());
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stdout(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let backends = v["inference"]["backends"].as_array().unwrap();
+        let mut ran = 0;
+        for b in backends.iter().filter(|b| b["status"] == "passed") {
+            ran += 1;
+            let outputs = b["outputs"].as_array().unwrap();
+            assert!(outputs.iter().all(|o| o["changed"] == false), "{name}: {b}");
+            let probes = b["probes"].as_array().unwrap();
+            assert!(
+                probes.iter().any(|p| p["output"]["changed"] == true),
+                "{name}: {b}"
+            );
+            // Every rewired tensor's layer is probed.
+            let probed: Vec<&str> = probes
+                .iter()
+                .flat_map(|p| p["weights"].as_array().unwrap())
+                .filter_map(|w| w.as_str())
+                .collect();
+            for t in v["structure"]["permuted"].as_array().unwrap() {
+                assert!(
+                    probed.contains(&t.as_str().unwrap()),
+                    "{name}: {t} not probed"
+                );
+            }
+            assert!(
+                b["notes"].to_string().contains("blind at initialisation"),
+                "{name}: {b}"
+            );
+        }
+        assert!(ran > 0, "{name}: no backend ran: {v}");
+        assert_eq!(backends[0]["backend"], "tract", "{name}: {v}");
+        assert_eq!(backends[0]["status"], "passed", "{name}: {v}");
+
+        let o = pa(&args);
+        let text = stdout(&o);
+        assert_eq!(o.status.code(), Some(0), "{name}: {text}");
+        assert!(
+            text.contains("final outputs unchanged (blind at initialisation"),
+            "{text}"
+        );
+        assert!(text.contains("rewired layers' outputs changed"), "{text}");
+        assert!(text.contains("    layer "), "{text}");
+
+        // Nothing rewired: neither the outputs nor any layer can change.
+        let o = pa(&["verify", s(&m), s(&m), "--backends", "tract,ort-cpu"]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stdout(&o));
+        let o = pa(&[
+            "verify",
+            s(&m),
+            s(&m),
+            "--backends",
+            "tract",
+            "--allow-unchanged",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stdout(&o));
+    }
+}

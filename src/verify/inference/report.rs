@@ -77,6 +77,21 @@ pub struct OutputReport {
     pub rtol: f64,
 }
 
+/// One rewired layer's output on one backend: where the rewiring shows
+/// even when the model's outputs are blind to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeReport {
+    /// The label of the node that reads the rewired weights.
+    pub node: String,
+    /// Its operator (Gemm, MatMul, Conv, ConvTranspose).
+    pub op: String,
+    /// The rewired weights it reads.
+    pub weights: Vec<String>,
+    /// Its output, compared as the model's outputs are (`changed` says
+    /// whether the rewiring shows in it).
+    pub output: OutputReport,
+}
+
 /// Everything one backend found.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendReport {
@@ -94,6 +109,11 @@ pub struct BackendReport {
     pub provider_used: Option<String>,
     /// The candidate's outputs, in the original's order.
     pub outputs: Vec<OutputReport>,
+    /// The rewired layers' outputs, in the order of the original's nodes.
+    pub probes: Vec<ProbeReport>,
+    /// Facts worth saying that are not failures (blind outputs, probes
+    /// this backend could not load).
+    pub notes: Vec<String>,
 }
 
 impl BackendReport {
@@ -106,6 +126,8 @@ impl BackendReport {
             required,
             provider_used: None,
             outputs: Vec::new(),
+            probes: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -157,6 +179,9 @@ pub struct InferenceReport {
     pub backends: Vec<BackendReport>,
     /// A problem that stopped the whole comparison (unreadable inputs, ...).
     pub error: Option<String>,
+    /// What limits the layer probes: rewired weights that cannot be probed,
+    /// or why no probe copies could be made.
+    pub notes: Vec<String>,
 }
 
 impl InferenceReport {
@@ -179,6 +204,9 @@ impl fmt::Display for InferenceReport {
         if let Some(e) = &self.error {
             writeln!(f, "error: {e}")?;
         }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
         for b in &self.backends {
             write!(f, "{:<9} {:<8}", b.backend.name(), b.status.to_string())?;
             if let Some(p) = &b.provider_used {
@@ -189,20 +217,47 @@ impl fmt::Display for InferenceReport {
             }
             writeln!(f)?;
             for o in &b.outputs {
+                write!(f, "    ")?;
+                self.fmt_output(f, o)?;
+            }
+            for p in &b.probes {
                 write!(
                     f,
-                    "    {} {:?} {}: change {:.3e}, std {:.4} -> {:.4}",
-                    o.name, o.shape, o.dtype, o.max_abs_change, o.std_original, o.std_candidate
-                )?;
-                if let (Some(abs), Some(reference)) = (o.max_abs_err, self.reference) {
-                    write!(f, ", vs {reference}: abs {abs:.3e}")?;
-                    if let Some(rel) = o.max_rel_err {
-                        write!(f, " rel {rel:.3e}")?;
+                    "    layer {} ({}, {}) {}: ",
+                    p.node,
+                    p.op,
+                    p.weights.join(", "),
+                    if p.output.changed {
+                        "changed"
+                    } else {
+                        "unchanged"
                     }
-                }
-                writeln!(f)?;
+                )?;
+                self.fmt_output(f, &p.output)?;
+            }
+            for n in &b.notes {
+                writeln!(f, "    note: {n}")?;
             }
         }
         write!(f, "{}", if self.passed() { "PASSED" } else { "FAILED" })
+    }
+}
+
+impl InferenceReport {
+    /// One output's line after its label: shape, type, change, spread, and
+    /// the error against the reference backend.
+    fn fmt_output(&self, f: &mut fmt::Formatter<'_>, o: &OutputReport) -> fmt::Result {
+        write!(
+            f,
+            "{} {:?} {}: change {:.3e}, std {:.4} -> {:.4}",
+            o.name, o.shape, o.dtype, o.max_abs_change, o.std_original, o.std_candidate
+        )?;
+        if let (Some(abs), Some(reference)) = (o.max_abs_err, self.reference) {
+            write!(f, ", vs {reference}: abs {abs:.3e}")?;
+            if let Some(rel) = o.max_rel_err {
+                write!(f, " rel {rel:.3e}")?;
+            }
+        }
+        writeln!(f)
     }
 }
