@@ -578,10 +578,13 @@ fn cli_compare(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process
     c.output().unwrap()
 }
 
+/// A run's arm, seed, and per epoch its training loss, test loss and accuracy.
+type RunNumbers = (String, u64, Vec<(f64, f64, f64)>);
+
 fn numbers(dir: &Path) -> serde_json::Value {
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
-    let mut runs: Vec<(String, u64, Vec<(f64, f64, f64)>)> = r["runs"]
+    let mut runs: Vec<RunNumbers> = r["runs"]
         .as_array()
         .unwrap()
         .iter()
