@@ -32,6 +32,8 @@
 //! - `compare`: paired training runs (`pa-onnx compare`) on the committed
 //!   small CNN and a synthetic task: the report's consistency, resuming,
 //!   divergence, bad data, plots.
+//! - `recipes`: the job-runner recipes of `docs/recipes/` (Slurm,
+//!   Kubernetes, GitHub Actions, GNU parallel), run as written.
 //! - `signals`: interrupted runs (SIGINT, SIGTERM, SIGHUP, SIGKILL): exit
 //!   statuses, messages, and no staging file left; `pa-onnx clean`.
 //! - `fixtures`: no tests; the byte-level ONNX encoder and the helpers that
@@ -45,6 +47,7 @@ mod exporters;
 mod fixtures;
 mod hostile;
 mod locate;
+mod recipes;
 pub mod roundtrip;
 mod signals;
 mod train;
