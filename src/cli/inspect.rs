@@ -24,8 +24,9 @@ pub struct Args {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TiedArgs {
     /// Tied weights (an output projection that is the token embedding):
-    /// rewire the dense use and give every copy the same permutation, or
-    /// skip a tensor Gather reads and rewire folded copies on their own.
+    /// `rewire` gives the whole group one permutation, through the dense
+    /// use (and `verify` requires the tie kept); `skip` treats the tensors
+    /// as unrelated, leaving a table Gather reads as it is.
     #[arg(long, value_enum, default_value = "rewire")]
     tied: TiedArg,
 }

@@ -189,9 +189,11 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
     // prints what it prints.
     let verified = match (output, args.verify.is_empty()) {
         (Some(out), false) => {
+            // With `--tied skip` a folded tie is broken on purpose.
             let opts = VerifyOptions {
                 backends: verify_backends,
                 inference,
+                tied: args.tied.resolve(),
             };
             Some(verify::verify_files(&args.input, out, &opts)?)
         }
