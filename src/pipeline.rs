@@ -363,7 +363,12 @@ pub fn rewire_model(
     let spares = Spares::default();
     if let Some(out) = output {
         let copies = plan.ties.iter().flat_map(|g| g.copies().map(|c| c.tensor));
-        let indices: Vec<usize> = plan.weights.iter().map(|w| w.tensor).chain(copies).collect();
+        let indices: Vec<usize> = plan
+            .weights
+            .iter()
+            .map(|w| w.tensor)
+            .chain(copies)
+            .collect();
         let staged = Output::create(model, out, &indices, opts.write)?;
         let mut done = Vec::new();
         for batch in batches(model, plan, budget) {
@@ -417,7 +422,11 @@ pub fn rewire_model(
             Some(r) => tensors.push((i, r)),
             None => {
                 let w = &plan.weights[i];
-                tied.untie(w.tensor, plan::SkipKind::NonFinite, "contains NaN or infinite values");
+                tied.untie(
+                    w.tensor,
+                    plan::SkipKind::NonFinite,
+                    "contains NaN or infinite values",
+                );
                 found.push(plan::Skipped::non_finite(w));
             }
         }

@@ -775,7 +775,11 @@ fn skip_non_finite(model: &Model, plan: &mut Plan) -> Result<()> {
         if ok? {
             kept.push(w);
         } else {
-            plan.untie(w.tensor, SkipKind::NonFinite, "contains NaN or infinite values");
+            plan.untie(
+                w.tensor,
+                SkipKind::NonFinite,
+                "contains NaN or infinite values",
+            );
             plan.skipped.push(Skipped::non_finite(&w));
         }
     }

@@ -93,7 +93,12 @@ impl Source {
             }
             // Tied copies start from the same permutation, as `rewire`
             // writes them.
-            for c in self.plan.tie_of(w.tensor).into_iter().flat_map(|g| g.copies()) {
+            for c in self
+                .plan
+                .tie_of(w.tensor)
+                .into_iter()
+                .flat_map(|g| g.copies())
+            {
                 let copy = crate::plan::copy_payload(&w.shape, c, &payload);
                 values.insert(c.name.clone(), f32_le(&copy));
             }

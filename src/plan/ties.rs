@@ -172,7 +172,8 @@ fn relation(model: &Model, anchor: &Candidate, copy: &Candidate) -> Result<Optio
         return Ok(Some(CopyLayout::Same));
     }
     let [rows, cols] = anchor.dims;
-    if copy.dims == [cols, rows] && transpose_bytes(&a, rows as usize, cols as usize, anchor.width) == *c
+    if copy.dims == [cols, rows]
+        && transpose_bytes(&a, rows as usize, cols as usize, anchor.width) == *c
     {
         return Ok(Some(CopyLayout::Transposed));
     }

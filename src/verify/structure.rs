@@ -403,7 +403,12 @@ pub(crate) fn compare_models(
     }
     let (ties, broken) = super::ties::check(original, candidate, tied)?;
     report.ties = ties;
-    report.differences.extend(broken);
+    report
+        .differences
+        .extend(broken.into_iter().map(|(tensor, detail)| Difference {
+            tensor: Some(tensor),
+            detail,
+        }));
     Ok(report)
 }
 

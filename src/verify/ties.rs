@@ -14,7 +14,6 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::structure::Difference;
 use crate::error::Result;
 use crate::onnx::{payload, Model};
 use crate::plan::{self, CopyLayout, TieGroup, TieKind, Tied};
@@ -34,14 +33,19 @@ pub struct TieCheck {
     pub kept: bool,
 }
 
-/// Finds the tied groups of `original` and checks each in `candidate`.
-/// Tensors the candidate lacks or reshaped are differences of their own
-/// (found by the per-tensor proof); their groups are reported broken.
+/// A copy no longer tied: its name, and what went wrong.
+pub(crate) type Broken = (String, String);
+
+/// Finds the tied groups of `original` and checks each in `candidate`;
+/// returns the checks and, for each copy no longer tied, its name and what
+/// went wrong. Tensors the candidate lacks or reshaped are differences of
+/// their own (found by the per-tensor proof); their groups are reported
+/// broken.
 pub(crate) fn check(
     original: &Model,
     candidate: &Model,
     tied: Tied,
-) -> Result<(Vec<TieCheck>, Vec<Difference>)> {
+) -> Result<(Vec<TieCheck>, Vec<Broken>)> {
     if tied == Tied::Skip {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -56,9 +60,9 @@ pub(crate) fn check(
     for g in &groups {
         let (permuted, broken) = check_group(original, candidate, g, &find)?;
         for (name, layout) in &broken {
-            differences.push(Difference {
-                tensor: Some(name.clone()),
-                detail: format!(
+            differences.push((
+                name.clone(),
+                format!(
                     "was tied to `{}` ({}) in the original, but is not {} in the candidate: \
                      the tie is broken (one copy permuted and the other not, or differently)",
                     g.rewired,
@@ -71,7 +75,7 @@ pub(crate) fn check(
                         CopyLayout::Transposed => "its transpose",
                     },
                 ),
-            });
+            ));
         }
         checks.push(TieCheck {
             kind: g.kind,

@@ -549,7 +549,11 @@ fn tied_groups_in_inspect_rewire_and_verify() {
     assert_eq!(v["ties"][0]["kind"], "folded");
     let o = pa(&["verify", s(&m), s(&tied)]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains("kept: permuted as one"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("kept: permuted as one"),
+        "{}",
+        stdout(&o)
+    );
 
     let o = pa(&["rewire", s(&m), s(&skip), "--tied", "skip"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -450,14 +450,19 @@ fn tied_skip_rewires_the_copy_alone_and_verify_finds_the_tie_broken() {
         assert_eq!(payload_of(&skip, name), payload_of(&tied, name), "{name}");
     }
     // Only the rewired payloads differ from the input.
-    let (a, b) = (std::fs::read(&input).unwrap(), std::fs::read(&skip).unwrap());
+    let (a, b) = (
+        std::fs::read(&input).unwrap(),
+        std::fs::read(&skip).unwrap(),
+    );
     let m = Model::open(&input).unwrap();
     let holes: Vec<_> = ["lm_head", "w_fc"]
         .iter()
-        .map(|n| match &m.tensors.iter().find(|t| &t.name == n).unwrap().storage {
-            pa_onnx::onnx::Storage::Raw(r) => r.clone(),
-            s => panic!("{s:?}"),
-        })
+        .map(
+            |n| match &m.tensors.iter().find(|t| &t.name == n).unwrap().storage {
+                pa_onnx::onnx::Storage::Raw(r) => r.clone(),
+                s => panic!("{s:?}"),
+            },
+        )
         .collect();
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!(x == y || holes.iter().any(|r| r.contains(&i)), "byte {i}");
@@ -481,7 +486,10 @@ fn a_shared_tied_table_is_rewired_once_and_skip_leaves_it() {
     let (tied, skip) = (dir.path().join("tied.onnx"), dir.path().join("skip.onnx"));
     let report = rewire_file(&input, Some(&tied), &RewireOptions::default()).unwrap();
     assert!(report.tensors.iter().any(|t| t.name == "emb.weight"));
-    assert_ne!(payload_of(&tied, "emb.weight"), payload_of(&input, "emb.weight"));
+    assert_ne!(
+        payload_of(&tied, "emb.weight"),
+        payload_of(&input, "emb.weight")
+    );
     let s = compare_files(&input, &tied).unwrap();
     assert!(s.passed(), "{}", s);
     assert!(s.permuted.contains(&"emb.weight".to_string()));
@@ -490,7 +498,10 @@ fn a_shared_tied_table_is_rewired_once_and_skip_leaves_it() {
     let mut opts = RewireOptions::default();
     opts.selection.tied = Tied::Skip;
     rewire_file(&input, Some(&skip), &opts).unwrap();
-    assert_eq!(payload_of(&skip, "emb.weight"), payload_of(&input, "emb.weight"));
+    assert_eq!(
+        payload_of(&skip, "emb.weight"),
+        payload_of(&input, "emb.weight")
+    );
     assert_eq!(
         payload_of(&skip, "hidden.weight"),
         payload_of(&tied, "hidden.weight")
