@@ -312,8 +312,12 @@ pub fn cuda_lock(
 /// output projection folded into a separate initializer `lm_head` [8, 24],
 /// the transpose of `wte`, read by the final MatMul.
 pub fn gpt2_folded() -> Vec<u8> {
+    gpt2_folded_with(kaiming(24 * 8, 8, 11))
+}
+
+/// [`gpt2_folded`] with the given embedding values (24 x 8).
+pub fn gpt2_folded_with(wte: Vec<f32>) -> Vec<u8> {
     let (v, d) = (24u64, 8u64);
-    let wte = kaiming((v * d) as usize, d as usize, 11);
     let mut lm_head = vec![0.0f32; wte.len()];
     for i in 0..v as usize {
         for j in 0..d as usize {

@@ -507,3 +507,25 @@ fn a_shared_tied_table_is_rewired_once_and_skip_leaves_it() {
         payload_of(&tied, "hidden.weight")
     );
 }
+
+/// A tied group whose rewired tensor holds a NaN is left whole: neither
+/// the weight nor its copy changes, and both are listed as skipped.
+#[test]
+fn a_non_finite_tied_group_is_left_as_it_was_copies_included() {
+    let mut wte = kaiming(24 * 8, 8, 11);
+    wte[5] = f32::NAN;
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_temp(dir.path(), "nan.onnx", &gpt2_folded_with(wte));
+    let output = dir.path().join("nan.out.onnx");
+    let report = rewire_file(&input, Some(&output), &RewireOptions::default()).unwrap();
+    assert!(report.ties.is_empty());
+    for name in ["wte", "lm_head"] {
+        assert!(report.skipped.iter().any(|s| s.name == name), "{name}");
+        assert_eq!(
+            payload_of(&output, name),
+            payload_of(&input, name),
+            "{name}"
+        );
+    }
+    assert!(compare_files(&input, &output).unwrap().passed());
+}
