@@ -24,7 +24,9 @@ edge case:
 - transformer: nn.TransformerEncoderLayer; its projections are exported as
   MatMul(X, W) with W [K, N] (a transposed view) on 3-D activations.
 - tied_lm: an embedding whose table is tied to the output projection; the
-  shared tensor is read by Gather, so it must not be treated as a weight.
+  shared tensor is read by Gather and by the output MatMul. It is a weight
+  with the MatMul's view (rewiring the Linear rewires the tied embedding,
+  as in the framework), and Gather reads the permuted table.
 - keras_like_matmul: x @ W with W a [K, N] parameter (MatMul, transposed view)
   followed by torch.addmm (Gemm with transB=0, also a transposed view).
 - left_matmul: W @ x with W [N, K] on the left of a MatMul (not transposed).
@@ -270,7 +272,7 @@ MODELS = {
         {},
         [("in_proj", 96, 32), (32, 32), (64, 32), (32, 64)],
     ),
-    # The tied emb/lm_head tensor is not a weight; only `hidden` is.
+    # The tied emb/lm_head tensor is a weight (lm_head's view), as is `hidden`.
     # Constant folding (TorchScript) or the onnxscript optimizer (dynamo)
     # would store lm_head's transposed copy of the tied table as a second
     # initializer; without them the one tensor feeds Gather and
@@ -279,7 +281,7 @@ MODELS = {
         TiedLM,
         lambda: (torch.randint(0, 100, (1, 8), dtype=torch.int64),),
         {"do_constant_folding": False, "dynamo_optimize": False},
-        [(32, 32)],
+        [(32, 32), (100, 32)],
     ),
     "keras_like_matmul": (KerasLikeMatMul, _f(1, 16), {}, [(8, 16), (4, 8)]),
     "left_matmul": (LeftMatMul, _f(1, 16, 4), {}, [(8, 16)]),
@@ -460,6 +462,11 @@ def classify(proto):
             continue
         roles = [role(u, dims) for u in uses]
         dense = [r for r in roles if r[0] == "dense"]
+        # A table read by Gather (axis 0) and a dense op is a tied weight:
+        # the dense use gives its view (pa-onnx's default, `--tied rewire`).
+        tied = [r for r in roles if r[0] == "other" and r[1] == "Gather input 0"]
+        if dense and tied and len(dense) + len(tied) == len(roles):
+            roles = dense
         other = sorted({r[1] for r in roles if r[0] == "other"})
         if dense and not other:
             orient = {r[2:] for r in dense}
@@ -519,10 +526,11 @@ def check_tied(proto):
     tables = [t for t in proto.graph.initializer if list(t.dims) == [100, 32]]
     if len(tables) != 1 or any(list(t.dims) == [32, 100] for t in proto.graph.initializer):
         raise RuntimeError("tied_lm: the tied table is not stored exactly once")
-    _, not_weights = classify(proto)
-    why = {n["name"]: n["why"] for n in not_weights}.get(tables[0].name, "")
-    if not (why.startswith("read by") and "Gather" in why):
-        raise RuntimeError(f"tied_lm: tied table not read by Gather and a dense op: {why!r}")
+    weights, _ = classify(proto)
+    if not any(w["name"] == tables[0].name for w in weights):
+        raise RuntimeError("tied_lm: the tied table is not a (tied) weight")
+    if not any(n.op_type == "Gather" and n.input[0] == tables[0].name for n in proto.graph.node):
+        raise RuntimeError("tied_lm: the tied table is not read by Gather")
 
 
 def reference_matrices(model):

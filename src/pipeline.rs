@@ -51,10 +51,19 @@ pub fn workspace_bytes(model: &Model, w: &Weight) -> u64 {
 /// The weights in batches whose work space fits `budget` (see
 /// [`crate::budget::batches`]).
 fn batches(model: &Model, plan: &Plan, budget: u64) -> Vec<Vec<usize>> {
+    // A tied weight's copies are made from its new payload while it waits
+    // for the writer: one more payload each.
+    let copies = |w: &Weight| -> u64 {
+        plan.tie_of(w.tensor).map_or(0, |g| {
+            let t = &model.tensors[w.tensor];
+            let width = t.dtype.byte_width().unwrap_or(8) as u64;
+            g.copies().count() as u64 * t.numel.saturating_mul(width)
+        })
+    };
     let costs: Vec<u64> = plan
         .weights
         .iter()
-        .map(|w| workspace_bytes(model, w))
+        .map(|w| workspace_bytes(model, w).saturating_add(copies(w)))
         .collect();
     crate::budget::batches(&costs, budget)
 }
@@ -271,8 +280,16 @@ fn rewire_batch(
             .par_iter()
             .map(|&i| {
                 let w = &plan.weights[i];
+                let copies = plan.tie_of(w.tensor).into_iter().flat_map(|g| g.copies());
                 let rep = match rewire_finite(model, w, &opts.rewire, spares)? {
                     Some((bytes, rep)) => {
+                        // Tied copies get the same permutation, so that
+                        // they stay equal to the rewired tensor.
+                        for c in copies {
+                            let copy = plan::copy_payload(&w.shape, c, &bytes);
+                            tx.send((c.tensor, Payload(Repr::Bytes(copy))))
+                                .map_err(|_| Error::WriterStopped)?;
+                        }
                         // A closed queue means the writer failed; its error
                         // is the one reported.
                         tx.send((w.tensor, bytes))
@@ -281,6 +298,9 @@ fn rewire_batch(
                     }
                     None => {
                         staged.keep(model, w.tensor)?;
+                        for c in copies {
+                            staged.keep(model, c.tensor)?;
+                        }
                         None
                     }
                 };
@@ -301,7 +321,7 @@ fn rewire_batch(
 /// [`rewire_model`] skips them.
 pub fn plan_file(input: &Path, selection: &Selection) -> Result<(Model, Plan)> {
     let model = Model::open(input)?;
-    let plan = plan::locate_weights(&model)?.select(selection);
+    let plan = plan::locate_weights_with(&model, selection.tied)?.select(selection);
     Ok((model, plan))
 }
 
@@ -342,7 +362,13 @@ pub fn rewire_model(
     let budget = opts.max_memory.unwrap_or(DEFAULT_MAX_MEMORY);
     let spares = Spares::default();
     if let Some(out) = output {
-        let indices: Vec<usize> = plan.weights.iter().map(|w| w.tensor).collect();
+        let copies = plan.ties.iter().flat_map(|g| g.copies().map(|c| c.tensor));
+        let indices: Vec<usize> = plan
+            .weights
+            .iter()
+            .map(|w| w.tensor)
+            .chain(copies)
+            .collect();
         let staged = Output::create(model, out, &indices, opts.write)?;
         let mut done = Vec::new();
         for batch in batches(model, plan, budget) {
@@ -385,12 +411,27 @@ pub fn rewire_model(
     }
     let mut tensors = Vec::with_capacity(results.len());
     let mut found = Vec::new();
+    // A tie whose rewired tensor turned out non-finite was left as it was,
+    // copies included; the copies join the skipped list with it.
+    let mut tied = Plan {
+        ties: plan.ties.clone(),
+        ..Plan::default()
+    };
     for (i, r) in results {
         match r {
             Some(r) => tensors.push((i, r)),
-            None => found.push(plan::Skipped::non_finite(&plan.weights[i])),
+            None => {
+                let w = &plan.weights[i];
+                tied.untie(
+                    w.tensor,
+                    plan::SkipKind::NonFinite,
+                    "contains NaN or infinite values",
+                );
+                found.push(plan::Skipped::non_finite(w));
+            }
         }
     }
+    found.append(&mut tied.skipped);
     tensors.sort_by_key(|(i, _)| *i);
     let tensors: Vec<TensorReport> = tensors.into_iter().map(|(_, r)| r).collect();
     // Where `plan::locate` puts them: among the weights it skips, in file
@@ -420,5 +461,6 @@ pub fn rewire_model(
         totals: Totals::from_tensors(&tensors),
         tensors,
         skipped,
+        ties: tied.ties,
     })
 }

@@ -7,6 +7,10 @@
 //! (rows = output neurons) follows the table of docs/algorithm.md section 1, with
 //! Transposes on the way folded in. Everything else is listed as skipped,
 //! with the reason a user needs to understand why it was left alone.
+//! Tied weights (an output projection that is the token embedding) are
+//! found in [`ties`].
+
+mod ties;
 
 use std::collections::HashMap;
 
@@ -18,6 +22,8 @@ use crate::error::{Error, Result};
 use crate::onnx::payload;
 use crate::onnx::DataType;
 use crate::onnx::{GraphKind, Model, TensorOwner};
+
+pub use ties::{copy_payload, transpose_bytes, CopyLayout, TieGroup, TieKind, TieMember, Tied};
 
 /// One reader of a weight.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -122,6 +128,9 @@ pub struct Plan {
     pub weights: Vec<Weight>,
     /// Everything else that was looked at, with the reason.
     pub skipped: Vec<Skipped>,
+    /// Tensors that hold one tied parameter, each group rewired as one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ties: Vec<TieGroup>,
 }
 
 /// The user's selection on top of the located weights.
@@ -135,6 +144,8 @@ pub struct Selection {
     pub exclude: Option<Regex>,
     /// Drop weights with fewer elements.
     pub min_size: u64,
+    /// What to do with tied weights (applied when locating).
+    pub tied: Tied,
 }
 
 impl Selection {
@@ -172,12 +183,20 @@ impl Selection {
             include: re("--include", include)?,
             exclude: re("--exclude", exclude)?,
             min_size,
+            tied: Tied::default(),
         })
     }
 
-    fn rejects(&self, w: &Weight) -> Option<String> {
-        let names =
-            || std::iter::once(w.name.as_str()).chain(w.consumers.iter().map(|c| c.node.as_str()));
+    /// Why the selection leaves `w` out, if it does. The names of a tied
+    /// group's members count as the weight's own: `--exclude wte` leaves
+    /// the embedding alone even where its tied copy is the tensor rewired.
+    fn rejects(&self, w: &Weight, tie: Option<&TieGroup>) -> Option<String> {
+        let members = tie.into_iter().flat_map(|g| g.members.iter());
+        let names = || {
+            std::iter::once(w.name.as_str())
+                .chain(w.consumers.iter().map(|c| c.node.as_str()))
+                .chain(members.clone().map(|m| m.name.as_str()))
+        };
         if !self.ops.is_empty() && !w.consumers.iter().any(|c| self.ops.contains(&c.op)) {
             return Some(format!("its op {} is not selected by --op", w.op));
         }
@@ -206,14 +225,17 @@ impl Plan {
     /// Moves weights the selection rejects to the skipped list.
     pub fn select(mut self, sel: &Selection) -> Plan {
         let mut kept = Vec::new();
-        for w in self.weights {
-            match sel.rejects(&w) {
-                Some(reason) => self.skipped.push(Skipped {
-                    tensor: w.tensor,
-                    name: w.name,
-                    kind: SkipKind::Deselected,
-                    reason,
-                }),
+        for w in std::mem::take(&mut self.weights) {
+            match sel.rejects(&w, self.tie_of(w.tensor)) {
+                Some(reason) => {
+                    self.untie(w.tensor, SkipKind::Deselected, "is not selected");
+                    self.skipped.push(Skipped {
+                        tensor: w.tensor,
+                        name: w.name,
+                        kind: SkipKind::Deselected,
+                        reason,
+                    })
+                }
                 None => kept.push(w),
             }
         }
@@ -288,6 +310,12 @@ enum Finding {
     Dense {
         consumer: Consumer,
         axes: Vec<usize>,
+    },
+    /// Read as the table of a Gather on its storage axis 0 (an embedding);
+    /// a blocker unless the tensor is a tied weight.
+    Gather {
+        consumer: Consumer,
+        reason: String,
     },
     Blocker(String, bool),
 }
@@ -458,6 +486,16 @@ impl Walker<'_> {
                         axes: axes.clone(),
                     });
                 }
+                ("Gather", 0)
+                    if axes.len() == 2
+                        && axes[0] == 0
+                        && matches!(node.attr_int("axis").unwrap_or(0), 0 | -2) =>
+                {
+                    out.push(Finding::Gather {
+                        consumer: consumer(),
+                        reason: format!("is read by {op} `{label}` (input {slot})"),
+                    });
+                }
                 ("Gemm", 2) | ("Conv" | "ConvTranspose", 2) => {
                     out.push(Finding::Blocker(
                         format!("is the bias of {op} `{label}`"),
@@ -516,7 +554,12 @@ fn shared_external_bytes(model: &Model) -> HashMap<usize, usize> {
 /// Locates every dense and convolution weight of `model`, and moves those
 /// holding a NaN or an infinity to the skipped list.
 pub fn locate(model: &Model) -> Result<Plan> {
-    let mut plan = locate_weights(model)?;
+    locate_with(model, Tied::default())
+}
+
+/// [`locate`] with a choice of what to do with tied weights.
+pub fn locate_with(model: &Model, tied: Tied) -> Result<Plan> {
+    let mut plan = locate_weights_with(model, tied)?;
     skip_non_finite(model, &mut plan)?;
     Ok(plan)
 }
@@ -526,6 +569,11 @@ pub fn locate(model: &Model) -> Result<Plan> {
 /// and skips them then (see [`crate::pipeline::rewire_model`]), which
 /// saves reading every weight twice.
 pub fn locate_weights(model: &Model) -> Result<Plan> {
+    locate_weights_with(model, Tied::default())
+}
+
+/// [`locate_weights`] with a choice of what to do with tied weights.
+pub fn locate_weights_with(model: &Model, tied: Tied) -> Result<Plan> {
     let scopes = build_scopes(model);
     let functions = model
         .graphs
@@ -538,6 +586,9 @@ pub fn locate_weights(model: &Model) -> Result<Plan> {
         .collect();
     let shared = shared_external_bytes(model);
     let mut plan = Plan::default();
+    // Tables only Gather reads, and weights Gather also reads (ties).
+    let mut tables = Vec::new();
+    let mut gathered = HashMap::new();
     for (ti, t) in model.tensors.iter().enumerate() {
         let skip = |kind: SkipKind, reason: String| Skipped {
             tensor: ti,
@@ -581,10 +632,24 @@ pub fn locate_weights(model: &Model) -> Result<Plan> {
 
         let mut dense = Vec::new();
         let mut blockers = Vec::new();
+        let mut gathers = Vec::new();
         for f in findings {
             match f {
                 Finding::Dense { consumer, axes } => dense.push((consumer, axes)),
+                Finding::Gather { consumer, reason } => {
+                    gathers.push(consumer);
+                    blockers.push((reason, false));
+                }
                 Finding::Blocker(reason, shape) => blockers.push((reason, shape)),
+            }
+        }
+        if tied == Tied::Rewire && !gathers.is_empty() && blockers.len() == gathers.len() {
+            if dense.is_empty() {
+                tables.push((ti, std::mem::take(&mut gathers)));
+            } else {
+                // A tied weight: the dense use gives the view, and the
+                // Gathers read the permuted table.
+                blockers.clear();
             }
         }
         if dense.is_empty() && blockers.is_empty() {
@@ -661,6 +726,9 @@ pub fn locate_weights(model: &Model) -> Result<Plan> {
         let rows = t.dims[axes[0]];
         let cols = t.numel / rows.max(1);
         let transposed = axes.iter().enumerate().any(|(i, &a)| i != a);
+        if !gathers.is_empty() {
+            gathered.insert(ti, gathers);
+        }
         plan.weights.push(Weight {
             tensor: ti,
             name: t.name.clone(),
@@ -675,6 +743,14 @@ pub fn locate_weights(model: &Model) -> Result<Plan> {
             transposed,
             storage: t.storage.kind().to_string(),
         });
+    }
+    for w in &plan.weights {
+        if let Some(g) = gathered.remove(&w.tensor) {
+            plan.ties.push(ties::shared(w, g));
+        }
+    }
+    if !tables.is_empty() {
+        ties::find_folded(model, &mut plan, tables)?;
     }
     Ok(plan)
 }
@@ -699,6 +775,11 @@ fn skip_non_finite(model: &Model, plan: &mut Plan) -> Result<()> {
         if ok? {
             kept.push(w);
         } else {
+            plan.untie(
+                w.tensor,
+                SkipKind::NonFinite,
+                "contains NaN or infinite values",
+            );
             plan.skipped.push(Skipped::non_finite(&w));
         }
     }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Skipped;
+use crate::plan::{Skipped, TieGroup};
 use crate::rewire::{Method, Strength};
 
 /// A file and its SHA-256.
@@ -71,6 +71,10 @@ pub struct RewireReport {
     pub tensors: Vec<TensorReport>,
     /// Each tensor left alone, with the reason.
     pub skipped: Vec<Skipped>,
+    /// Tied groups: each rewired once, the same permutation written into
+    /// every copy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ties: Vec<TieGroup>,
     /// Variance summed over the rewired tensors.
     pub totals: Totals,
 }

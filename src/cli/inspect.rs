@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use pa_onnx::onnx::fmt_dims;
 use pa_onnx::onnx::Model;
+use pa_onnx::plan::{CopyLayout, TieGroup, TieKind, Tied};
 use serde::Serialize;
 
 use super::{Printer, Status};
@@ -15,6 +16,37 @@ pub struct Args {
     /// Print a JSON object instead of tables.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tied: TiedArgs,
+}
+
+/// `--tied`, shared by `inspect` and `rewire`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TiedArgs {
+    /// Tied weights (an output projection that is the token embedding):
+    /// `rewire` gives the whole group one permutation, through the dense
+    /// use (and `verify` requires the tie kept); `skip` treats the tensors
+    /// as unrelated, leaving a table Gather reads as it is.
+    #[arg(long, value_enum, default_value = "rewire")]
+    tied: TiedArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TiedArg {
+    /// Keep ties: one permutation for the whole group.
+    Rewire,
+    /// Treat tied tensors as unrelated (Gather-read tables are left alone).
+    Skip,
+}
+
+impl TiedArgs {
+    /// The library's setting.
+    pub fn resolve(&self) -> Tied {
+        match self.tied {
+            TiedArg::Rewire => Tied::Rewire,
+            TiedArg::Skip => Tied::Skip,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -29,7 +61,7 @@ struct Json<'a> {
 
 pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
     let model = Model::open(&args.model)?;
-    let plan = pa_onnx::locate(&model)?;
+    let plan = pa_onnx::plan::locate_with(&model, args.tied.resolve())?;
     if args.json {
         p.json(&Json {
             model: args.model.display().to_string(),
@@ -86,6 +118,9 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         ]);
     }
     p.out(&table(&rows));
+    if !plan.ties.is_empty() {
+        p.out(&format!("\n{}", ties(&plan.ties)));
+    }
     if !plan.skipped.is_empty() {
         p.out(&format!("\nskipped: {}", plan.skipped.len()));
         let mut rows = vec![["NAME".to_string(), "REASON".into()]];
@@ -95,6 +130,41 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
         p.out(&table(&rows));
     }
     Ok(Status::Ok)
+}
+
+/// The tied groups as a table: one row per member, saying which tensor
+/// is rewired and how each copy is laid out relative to it.
+pub fn ties(groups: &[TieGroup]) -> String {
+    let mut rows = vec![[
+        "TENSOR".to_string(),
+        "TIED".into(),
+        "LAYOUT".into(),
+        "READ BY".into(),
+    ]];
+    for g in groups {
+        for m in &g.members {
+            let tied = match (m.tensor == g.tensor, g.kind) {
+                (true, TieKind::Shared) => "rewired (one tensor)".to_string(),
+                (true, TieKind::Folded) => "rewired".to_string(),
+                (false, _) => format!("copy of {}", g.rewired),
+            };
+            let layout = match m.layout {
+                CopyLayout::Same => "same",
+                CopyLayout::Transposed => "transposed",
+            };
+            let readers: Vec<String> = m
+                .read_by
+                .iter()
+                .map(|c| format!("{} `{}`", c.op, c.node))
+                .collect();
+            rows.push([m.name.clone(), tied, layout.into(), readers.join(", ")]);
+        }
+    }
+    format!(
+        "tied: {} group(s), each rewired once through its dense use; every copy gets the same permutation\n{}",
+        groups.len(),
+        table(&rows)
+    )
 }
 
 /// Left-aligned columns, two spaces apart, indented.

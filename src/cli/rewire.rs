@@ -10,7 +10,7 @@ use pa_onnx::rewire::{Method, Options, DEFAULT_SEED};
 use pa_onnx::verify::{self, VerifyOptions};
 use pa_onnx::{Error, Selection};
 
-use super::inspect::table;
+use super::inspect::{table, ties, TiedArgs};
 use super::{Printer, Status};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -47,6 +47,8 @@ pub struct Args {
     /// Leave tensors with fewer elements than this.
     #[arg(long, value_name = "N", default_value_t = 0)]
     min_size: u64,
+    #[command(flatten)]
+    tied: TiedArgs,
     /// Print the plan and the expected effect; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -124,12 +126,15 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
     }
     let verify_backends = super::verify::parse_backends("--verify", &args.verify)?;
     let inference = args.inference.resolve()?;
-    let selection = Selection::new(
-        &args.op,
-        args.include.as_deref(),
-        args.exclude.as_deref(),
-        args.min_size,
-    )?;
+    let selection = Selection {
+        tied: args.tied.resolve(),
+        ..Selection::new(
+            &args.op,
+            args.include.as_deref(),
+            args.exclude.as_deref(),
+            args.min_size,
+        )?
+    };
     let (model, plan) = pipeline::plan_file(&args.input, &selection)?;
     let bar = if p.progress_allowed() && !args.dry_run {
         let bar = indicatif::ProgressBar::new(plan.weights.len() as u64);
@@ -184,9 +189,11 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
     // prints what it prints.
     let verified = match (output, args.verify.is_empty()) {
         (Some(out), false) => {
+            // With `--tied skip` a folded tie is broken on purpose.
             let opts = VerifyOptions {
                 backends: verify_backends,
                 inference,
+                tied: args.tied.resolve(),
             };
             Some(verify::verify_files(&args.input, out, &opts)?)
         }
@@ -244,6 +251,10 @@ fn summary(r: &RewireReport) -> String {
     ));
     if !r.tensors.is_empty() {
         out.push_str(&table(&rows));
+        out.push('\n');
+    }
+    if !r.ties.is_empty() {
+        out.push_str(&ties(&r.ties));
         out.push('\n');
     }
     if !r.skipped.is_empty() {

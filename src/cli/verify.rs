@@ -58,6 +58,8 @@ pub struct Args {
     backends: Vec<String>,
     #[command(flatten)]
     inference: InferenceArgs,
+    #[command(flatten)]
+    tied: super::inspect::TiedArgs,
     /// Print a JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -144,6 +146,7 @@ pub fn run(args: Args, p: &Printer) -> pa_onnx::Result<Status> {
     let opts = VerifyOptions {
         backends,
         inference,
+        tied: args.tied.resolve(),
     };
     let report = verify::verify_files(&args.original, &args.candidate, &opts)?;
     if args.json {

@@ -77,10 +77,7 @@ impl Source {
             }
             let old = f32_values(&self.model, w.tensor)?;
             let (payload, report) = crate::rewire_tensor(&self.model, w, &opts)?;
-            let new: Vec<f32> = payload
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let new = f32_le(&payload);
             rec.tensors += 1;
             rec.variance_before += report.before.mean_variance();
             rec.variance_after += report.after.mean_variance();
@@ -93,6 +90,17 @@ impl Source {
                 let (rows, cols) = (w.rows as usize, w.cols as usize);
                 before.extend(relative_strengths(&old, &index, rows, cols));
                 after.extend(relative_strengths(&new, &index, rows, cols));
+            }
+            // Tied copies start from the same permutation, as `rewire`
+            // writes them.
+            for c in self
+                .plan
+                .tie_of(w.tensor)
+                .into_iter()
+                .flat_map(|g| g.copies())
+            {
+                let copy = crate::plan::copy_payload(&w.shape, c, &payload);
+                values.insert(c.name.clone(), f32_le(&copy));
             }
             values.insert(w.name.clone(), new);
         }
@@ -183,4 +191,12 @@ impl Source {
         crate::onnx::patch::write_patched(&self.model, path, &patches, Default::default())?;
         Ok(())
     }
+}
+
+/// Little-endian f32 payload bytes as values.
+fn f32_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }

@@ -7,6 +7,7 @@
 
 pub mod inference;
 pub mod structure;
+mod ties;
 
 use std::fmt;
 use std::path::Path;
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use crate::backend::BackendKind;
 use crate::error::Result;
+use crate::plan::Tied;
 use inference::{InferenceOptions, InferenceReport};
 use structure::StructureReport;
 
@@ -26,6 +28,8 @@ pub struct VerifyOptions {
     pub backends: Vec<BackendKind>,
     /// How to feed, run and compare the models.
     pub inference: InferenceOptions,
+    /// Whether tied groups must stay tied ([`Tied::Skip`]: not checked).
+    pub tied: Tied,
 }
 
 /// The structural proof, and the inference check when one ran.
@@ -90,7 +94,7 @@ pub fn verify_files(
     candidate: &Path,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
-    let structure = structure::compare_files(original, candidate)?;
+    let structure = structure::compare_files_with(original, candidate, opts.tied)?;
     let inference = (!opts.backends.is_empty() || !opts.inference.require.is_empty()).then(|| {
         inference::compare_rewired(
             original,

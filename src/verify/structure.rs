@@ -4,7 +4,8 @@
 //! Two files laid out alike (what pa-onnx writes) are compared byte for byte
 //! outside the tensor payloads. Files that were re-encoded by another tool
 //! cannot be aligned that way; they are compared tensor by tensor by name,
-//! and node by node, and every difference is listed.
+//! and node by node, and every difference is listed. Tied weights must
+//! stay tied: see [`super::ties`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -18,6 +19,9 @@ use crate::budget::DEFAULT_MAX_MEMORY;
 use crate::error::Result;
 use crate::onnx::payload;
 use crate::onnx::{Model, Storage, Tensor};
+use crate::plan::{CopyLayout, Tied};
+
+pub use super::ties::TieCheck;
 
 /// How the two files were compared.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -50,6 +54,9 @@ pub struct StructureReport {
     pub identical: Vec<String>,
     /// Everything that breaks the permutation property.
     pub differences: Vec<Difference>,
+    /// The original's tied groups, and whether the candidate kept each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ties: Vec<TieCheck>,
 }
 
 impl StructureReport {
@@ -76,6 +83,27 @@ impl fmt::Display for StructureReport {
         )?;
         for name in &self.permuted {
             writeln!(f, "  permuted: {name}")?;
+        }
+        for t in &self.ties {
+            let copies: Vec<String> = t
+                .copies
+                .iter()
+                .map(|(n, l)| match l {
+                    CopyLayout::Same => format!("`{n}`"),
+                    CopyLayout::Transposed => format!("`{n}` (transposed)"),
+                })
+                .collect();
+            let members = if copies.is_empty() {
+                "one tensor read by Gather and a dense op".to_string()
+            } else {
+                format!("with {}", copies.join(", "))
+            };
+            let verdict = match (t.kept, t.permuted) {
+                (true, true) => "kept: permuted as one",
+                (true, false) => "kept: not permuted",
+                (false, _) => "BROKEN: the copies no longer hold the same values",
+            };
+            writeln!(f, "  tied: `{}` {members}: {verdict}", t.rewired)?;
         }
         if self.passed() {
             write!(f, "structure: PASSED: every tensor is a bitwise permutation of the original's, and nothing else differs")
@@ -344,12 +372,17 @@ fn compare_by_name(a: &Model, b: &Model, report: &mut StructureReport) -> Result
 
 /// Proves (or refutes) that `candidate` holds the same model as `original`
 /// with each tensor's values permuted.
-pub(crate) fn compare_models(original: &Model, candidate: &Model) -> Result<StructureReport> {
+pub(crate) fn compare_models(
+    original: &Model,
+    candidate: &Model,
+    tied: Tied,
+) -> Result<StructureReport> {
     let mut report = StructureReport {
         mode: Mode::ByName,
         permuted: Vec::new(),
         identical: Vec::new(),
         differences: Vec::new(),
+        ties: Vec::new(),
     };
     if aligned(original, candidate) {
         report.mode = Mode::Aligned;
@@ -368,6 +401,14 @@ pub(crate) fn compare_models(original: &Model, candidate: &Model) -> Result<Stru
     } else {
         compare_by_name(original, candidate, &mut report)?;
     }
+    let (ties, broken) = super::ties::check(original, candidate, tied)?;
+    report.ties = ties;
+    report
+        .differences
+        .extend(broken.into_iter().map(|(tensor, detail)| Difference {
+            tensor: Some(tensor),
+            detail,
+        }));
     Ok(report)
 }
 
@@ -375,8 +416,18 @@ pub(crate) fn compare_models(original: &Model, candidate: &Model) -> Result<Stru
 /// `candidate` holds the same model as `original` with each tensor's values
 /// permuted.
 pub fn compare_files(original: &Path, candidate: &Path) -> Result<StructureReport> {
+    compare_files_with(original, candidate, Tied::default())
+}
+
+/// [`compare_files`], with tied groups required to stay tied unless
+/// `tied` is [`Tied::Skip`].
+pub fn compare_files_with(
+    original: &Path,
+    candidate: &Path,
+    tied: Tied,
+) -> Result<StructureReport> {
     let (a, b) = rayon::join(|| Model::open(original), || Model::open(candidate));
-    compare_models(&a?, &b?)
+    compare_models(&a?, &b?, tied)
 }
 
 /// Matched pairs (indices into `pairs`) in batches that hold at most

@@ -598,3 +598,44 @@ fn verify_sees_the_rewiring_in_the_rewired_layers_when_the_outputs_are_blind() {
         assert_eq!(o.status.code(), Some(0), "{name}: {}", stdout(&o));
     }
 }
+
+/// Issue 19: the tied group is listed by `inspect` (text and JSON) and by
+/// `rewire`; `verify` says it is kept (exit 0), and a candidate where only
+/// the dense copy was permuted (`rewire --tied skip`) fails it (exit 1)
+/// unless `verify --tied skip` is asked for.
+#[test]
+fn tied_groups_in_inspect_rewire_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_temp(dir.path(), "gpt2.onnx", &gpt2_folded());
+    let o = pa(&["inspect", s(&m), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ties"][0]["rewired"], "lm_head");
+    assert_eq!(v["ties"][0]["members"][1]["name"], "wte");
+    assert_eq!(v["ties"][0]["members"][1]["layout"], "transposed");
+    let text = stdout(&pa(&["inspect", s(&m)]));
+    assert!(text.contains("copy of lm_head  transposed"), "{text}");
+    let text = stdout(&pa(&["inspect", s(&m), "--tied", "skip"]));
+    assert!(!text.contains("tied:"), "{text}");
+
+    let (tied, skip) = (dir.path().join("tied.onnx"), dir.path().join("skip.onnx"));
+    let o = pa(&["rewire", s(&m), s(&tied), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ties"][0]["kind"], "folded");
+    let o = pa(&["verify", s(&m), s(&tied)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("kept: permuted as one"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = pa(&["rewire", s(&m), s(&skip), "--tied", "skip"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("tied:"), "{}", stdout(&o));
+    let o = pa(&["verify", s(&m), s(&skip)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("the tie is broken"), "{}", stdout(&o));
+    let o = pa(&["verify", s(&m), s(&skip), "--tied", "skip"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}

@@ -306,3 +306,37 @@ pub fn cuda_lock(
         // A test that panicked while holding it leaves nothing to repair.
         .then(|| CUDA.lock().unwrap_or_else(|e| e.into_inner()))
 }
+
+/// A GPT-2-like language model as TorchScript exports it with constant
+/// folding: the token embedding `wte` [24, 8] read by Gather, and the tied
+/// output projection folded into a separate initializer `lm_head` [8, 24],
+/// the transpose of `wte`, read by the final MatMul.
+pub fn gpt2_folded() -> Vec<u8> {
+    gpt2_folded_with(kaiming(24 * 8, 8, 11))
+}
+
+/// [`gpt2_folded`] with the given embedding values (24 x 8).
+pub fn gpt2_folded_with(wte: Vec<f32>) -> Vec<u8> {
+    let (v, d) = (24u64, 8u64);
+    let mut lm_head = vec![0.0f32; wte.len()];
+    for i in 0..v as usize {
+        for j in 0..d as usize {
+            lm_head[j * v as usize + i] = wte[i * d as usize + j];
+        }
+    }
+    graph_model(
+        vec![
+            node("Gather", "wte", &["wte", "ids"], &["h"], vec![]),
+            node("MatMul", "fc", &["h", "w_fc"], &["a"], vec![]),
+            node("Relu", "act", &["a"], &["ar"], vec![]),
+            node("MatMul", "lm_head", &["ar", "lm_head"], &["logits"], vec![]),
+        ],
+        vec![
+            tensor_f32("wte", &[v, d], &wte),
+            tensor_f32("w_fc", &[d, d], &kaiming((d * d) as usize, d as usize, 12)),
+            tensor_f32("lm_head", &[d, v], &lm_head),
+        ],
+        vec![value_info("ids", INT64, &[1, 3])],
+        vec![value_info("logits", FLOAT, &[1, 3, v])],
+    )
+}

@@ -2,7 +2,7 @@
 //! hand-built graphs for each layout and on the committed exports.
 
 use pa_onnx::onnx::Model;
-use pa_onnx::plan::{locate, Plan, SkipKind};
+use pa_onnx::plan::{locate, locate_with, CopyLayout, Plan, SkipKind, TieKind, Tied};
 
 use crate::fixtures::*;
 
@@ -121,9 +121,12 @@ fn conv_and_conv_transpose_views() {
     assert!(reason.contains("bias of Conv"), "{reason}");
 }
 
+/// One table read by Gather and, through a Transpose, by the output
+/// MatMul: a tied weight with the MatMul's view; `--tied skip` keeps the
+/// old verdict.
 #[test]
-fn tied_embedding_is_skipped_with_its_reason() {
-    let p = plan_of(graph_model(
+fn a_table_read_by_gather_and_matmul_is_a_tied_weight_unless_ties_are_skipped() {
+    let bytes = graph_model(
         vec![
             node("Gather", "embed", &["emb", "ids"], &["h"], vec![]),
             node("MatMul", "lm_head", &["h", "emb_t"], &["logits"], vec![]),
@@ -138,10 +141,72 @@ fn tied_embedding_is_skipped_with_its_reason() {
         vec![tensor_f32("emb", &[10, 4], &kaiming(40, 4, 1))],
         vec![value_info("ids", INT64, &[1, 3])],
         vec![],
-    ));
+    );
+    let p = plan_of(bytes.clone());
+    let w = weight(&p, "emb");
+    assert_eq!((w.rows, w.cols, w.transposed), (10, 4, false));
+    assert_eq!(p.ties.len(), 1);
+    let g = &p.ties[0];
+    assert_eq!((g.kind, g.rewired.as_str()), (TieKind::Shared, "emb"));
+    let readers: Vec<&str> = g.members[0].read_by.iter().map(|c| c.op.as_str()).collect();
+    assert_eq!(readers, ["MatMul", "Gather"]);
+
+    let m = Model::from_bytes(bytes, std::path::Path::new(".")).unwrap();
+    let p = locate_with(&m, Tied::Skip).unwrap();
     let (kind, reason) = skipped(&p, "emb");
     assert_eq!(kind, SkipKind::Shared);
     assert!(reason.contains("Gather"), "{reason}");
+    assert!(p.ties.is_empty());
+}
+
+/// GPT-2's folded copy: the dense copy is rewired and the Gather table is
+/// its transposed copy in the group, no longer skipped.
+#[test]
+fn a_folded_transposed_copy_of_an_embedding_joins_the_dense_weights_group() {
+    let p = plan_of(gpt2_folded());
+    let w = weight(&p, "lm_head");
+    assert_eq!((w.rows, w.cols, w.transposed), (24, 8, true));
+    assert!(p.weights.iter().all(|w| w.name != "wte"));
+    assert!(p.skipped.iter().all(|s| s.name != "wte"), "{:?}", p.skipped);
+    assert_eq!(p.ties.len(), 1);
+    let g = &p.ties[0];
+    assert_eq!((g.kind, g.rewired.as_str()), (TieKind::Folded, "lm_head"));
+    let copies: Vec<_> = g.copies().map(|c| (c.name.as_str(), c.layout)).collect();
+    assert_eq!(copies, [("wte", CopyLayout::Transposed)]);
+    assert_eq!(g.copies().next().unwrap().read_by[0].op, "Gather");
+
+    let m = Model::from_bytes(gpt2_folded(), std::path::Path::new(".")).unwrap();
+    let p = locate_with(&m, Tied::Skip).unwrap();
+    assert!(p.ties.is_empty());
+    assert_eq!(skipped(&p, "wte").0, SkipKind::NotAWeight);
+    weight(&p, "lm_head");
+}
+
+/// Equal values alone make no tie: a table too small to be told from an
+/// accidental match (all-zero, say) stays apart, and so does an equal
+/// dense weight with no Gather reading a copy.
+#[test]
+fn small_or_ungathered_equal_tensors_are_not_tied() {
+    let p = plan_of(graph_model(
+        vec![
+            node("Gather", "g", &["small_t", "ids"], &["h"], vec![]),
+            node("MatMul", "m1", &["x", "small_w"], &["a"], vec![]),
+            node("MatMul", "m2", &["x4", "w_a"], &["b"], vec![]),
+            node("MatMul", "m3", &["x4", "w_b"], &["c"], vec![]),
+        ],
+        vec![
+            tensor_f32("small_t", &[2, 4], &[0.0; 8]),
+            tensor_f32("small_w", &[2, 4], &[0.0; 8]),
+            tensor_f32("w_a", &[4, 8], &kaiming(32, 4, 3)),
+            tensor_f32("w_b", &[4, 8], &kaiming(32, 4, 3)),
+        ],
+        vec![value_info("ids", INT64, &[1, 3])],
+        vec![],
+    ));
+    assert!(p.ties.is_empty(), "{:?}", p.ties);
+    assert_eq!(skipped(&p, "small_t").0, SkipKind::NotAWeight);
+    weight(&p, "w_a");
+    weight(&p, "w_b");
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use pa_onnx::onnx::patch::{write_patched, WriteOptions};
 use pa_onnx::onnx::Model;
 use pa_onnx::pipeline::{rewire_file, RewireOptions};
-use pa_onnx::verify::structure::{compare_files, Mode};
+use pa_onnx::plan::Tied;
+use pa_onnx::verify::structure::{compare_files, compare_files_with, Mode};
 
 use crate::fixtures::*;
 
@@ -386,4 +387,148 @@ fn transposed_weights_match_the_element_by_element_view() {
             "dtype {dtype}"
         );
     }
+}
+
+/// The payload bytes of tensor `name` of the model at `path`.
+fn payload_of(path: &Path, name: &str) -> Vec<u8> {
+    let m = Model::open(path).unwrap();
+    let t = m.tensors.iter().find(|t| t.name == name).unwrap();
+    m.payload(t).unwrap().into_owned()
+}
+
+fn sorted_f32s(bytes: &[u8]) -> Vec<u32> {
+    let mut v: Vec<u32> = bytes
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Issue 19: GPT-2's embedding and its folded transposed copy stay tied:
+/// one permutation for both, each a permutation of its original, and the
+/// structural proof says the group is kept.
+#[test]
+fn a_folded_tied_copy_gets_the_same_permutation_as_its_dense_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_temp(dir.path(), "gpt2.onnx", &gpt2_folded());
+    let output = dir.path().join("gpt2.out.onnx");
+    let report = rewire_file(&input, Some(&output), &RewireOptions::default()).unwrap();
+    let names: Vec<&str> = report.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["w_fc", "lm_head"]);
+    assert_eq!(report.ties.len(), 1);
+    assert!(report.skipped.iter().all(|s| s.name != "wte"));
+
+    let (wte, head) = (payload_of(&output, "wte"), payload_of(&output, "lm_head"));
+    assert_ne!(head, payload_of(&input, "lm_head"), "lm_head not rewired");
+    assert_eq!(wte, pa_onnx::plan::transpose_bytes(&head, 8, 24, 4));
+    for name in ["wte", "lm_head"] {
+        let (a, b) = (payload_of(&input, name), payload_of(&output, name));
+        assert_ne!(a, b, "{name} unchanged");
+        assert_eq!(sorted_f32s(&a), sorted_f32s(&b), "{name}");
+    }
+    let s = compare_files(&input, &output).unwrap();
+    assert!(s.passed(), "{}", s);
+    assert_eq!(s.ties.len(), 1);
+    assert!(s.ties[0].kept && s.ties[0].permuted, "{:?}", s.ties);
+}
+
+/// `--tied skip` is the behaviour before ties were understood: the table
+/// is left alone and the copy rewired on its own, with the bytes the
+/// default gives that tensor; the tie-aware proof then finds the group
+/// broken, and the tie-blind one passes.
+#[test]
+fn tied_skip_rewires_the_copy_alone_and_verify_finds_the_tie_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_temp(dir.path(), "gpt2.onnx", &gpt2_folded());
+    let (tied, skip) = (dir.path().join("tied.onnx"), dir.path().join("skip.onnx"));
+    rewire_file(&input, Some(&tied), &RewireOptions::default()).unwrap();
+    let mut opts = RewireOptions::default();
+    opts.selection.tied = Tied::Skip;
+    let report = rewire_file(&input, Some(&skip), &opts).unwrap();
+    assert!(report.ties.is_empty());
+    assert!(report.skipped.iter().any(|s| s.name == "wte"));
+    assert_eq!(payload_of(&skip, "wte"), payload_of(&input, "wte"));
+    for name in ["lm_head", "w_fc"] {
+        assert_eq!(payload_of(&skip, name), payload_of(&tied, name), "{name}");
+    }
+    // Only the rewired payloads differ from the input.
+    let (a, b) = (
+        std::fs::read(&input).unwrap(),
+        std::fs::read(&skip).unwrap(),
+    );
+    let m = Model::open(&input).unwrap();
+    let holes: Vec<_> = ["lm_head", "w_fc"]
+        .iter()
+        .map(
+            |n| match &m.tensors.iter().find(|t| &t.name == n).unwrap().storage {
+                pa_onnx::onnx::Storage::Raw(r) => r.clone(),
+                s => panic!("{s:?}"),
+            },
+        )
+        .collect();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(x == y || holes.iter().any(|r| r.contains(&i)), "byte {i}");
+    }
+
+    let s = compare_files(&input, &skip).unwrap();
+    assert!(!s.passed());
+    assert!(!s.ties[0].kept);
+    assert_eq!(s.differences[0].tensor.as_deref(), Some("wte"));
+    let s = compare_files_with(&input, &skip, Tied::Skip).unwrap();
+    assert!(s.passed(), "{}", s);
+}
+
+/// tied_lm stores the tied table once, read by Gather and by the output
+/// MatMul: it is rewired with the MatMul's view; with `--tied skip` it is
+/// left as it was and everything else is as before.
+#[test]
+fn a_shared_tied_table_is_rewired_once_and_skip_leaves_it() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/torch/tied_lm.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let (tied, skip) = (dir.path().join("tied.onnx"), dir.path().join("skip.onnx"));
+    let report = rewire_file(&input, Some(&tied), &RewireOptions::default()).unwrap();
+    assert!(report.tensors.iter().any(|t| t.name == "emb.weight"));
+    assert_ne!(
+        payload_of(&tied, "emb.weight"),
+        payload_of(&input, "emb.weight")
+    );
+    let s = compare_files(&input, &tied).unwrap();
+    assert!(s.passed(), "{}", s);
+    assert!(s.permuted.contains(&"emb.weight".to_string()));
+    assert!(s.ties[0].kept && s.ties[0].permuted);
+
+    let mut opts = RewireOptions::default();
+    opts.selection.tied = Tied::Skip;
+    rewire_file(&input, Some(&skip), &opts).unwrap();
+    assert_eq!(
+        payload_of(&skip, "emb.weight"),
+        payload_of(&input, "emb.weight")
+    );
+    assert_eq!(
+        payload_of(&skip, "hidden.weight"),
+        payload_of(&tied, "hidden.weight")
+    );
+}
+
+/// A tied group whose rewired tensor holds a NaN is left whole: neither
+/// the weight nor its copy changes, and both are listed as skipped.
+#[test]
+fn a_non_finite_tied_group_is_left_as_it_was_copies_included() {
+    let mut wte = kaiming(24 * 8, 8, 11);
+    wte[5] = f32::NAN;
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_temp(dir.path(), "nan.onnx", &gpt2_folded_with(wte));
+    let output = dir.path().join("nan.out.onnx");
+    let report = rewire_file(&input, Some(&output), &RewireOptions::default()).unwrap();
+    assert!(report.ties.is_empty());
+    for name in ["wte", "lm_head"] {
+        assert!(report.skipped.iter().any(|s| s.name == name), "{name}");
+        assert_eq!(
+            payload_of(&output, name),
+            payload_of(&input, name),
+            "{name}"
+        );
+    }
+    assert!(compare_files(&input, &output).unwrap().passed());
 }
