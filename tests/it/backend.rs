@@ -637,6 +637,7 @@ fn the_rewired_layers_of_a_model_with_external_data_are_probed() {
     let opts = pa_onnx::verify::VerifyOptions {
         backends,
         inference: compare_options(),
+        tied: Default::default(),
     };
     let report = pa_onnx::verify::verify_files(&original, &candidate, &opts).unwrap();
     assert!(report.passed(), "{report}");
