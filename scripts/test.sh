@@ -13,6 +13,12 @@ if ! "$venv/bin/python" -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
         onnx==1.23.2 onnxruntime==1.31.1 numpy==2.4.6
 fi
 "$venv/bin/python" -c 'import onnxruntime; print("onnxruntime", onnxruntime.__version__)'
+# GNU parallel, for the test that runs docs/recipes/parallel.sh (the test
+# says SKIPPED where it cannot be installed).
+if ! command -v parallel >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq parallel) >/dev/null 2>&1 \
+        || echo "could not install GNU parallel; its recipe test will be skipped"
+fi
 
 cargo fmt --check
 # Module dependencies point one way (DESIGN.md, "Module map").
