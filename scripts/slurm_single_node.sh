@@ -50,7 +50,6 @@ MpiDefault=none
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
-echo "CgroupPlugin=disabled" > /etc/slurm/cgroup.conf
 pkill -x slurmctld || true
 pkill -x slurmd || true
 sleep 1
