@@ -16,7 +16,7 @@ use std::path::Path;
 
 use crate::backend::HostTensor;
 
-pub(crate) use npy::{parse_raw as parse_npy_raw, Dtype, NpyError, RawArray};
+pub(crate) use npy::{parse_raw as parse_npy_raw, whole, Dtype, NpyError, RawArray};
 pub(crate) use zip::ZipError;
 
 /// Why a `.npz` file cannot be read. The messages name the entry or array

@@ -126,6 +126,11 @@ pub(crate) struct RawArray<'a> {
     pub body: Cow<'a, [u8]>,
 }
 
+/// `v` as an integer, when it is one (class labels stored as floats).
+pub(crate) fn whole(v: f64) -> Option<i64> {
+    (v.fract() == 0.0 && v.abs() < 9.0e18).then_some(v as i64)
+}
+
 impl RawArray<'_> {
     /// The same array owning its bytes.
     pub(crate) fn into_owned(self) -> RawArray<'static> {
@@ -183,13 +188,7 @@ impl RawArray<'_> {
             _ => self
                 .values()
                 .enumerate()
-                .map(|(i, v)| {
-                    if v.fract() == 0.0 && v.abs() < 9.0e18 {
-                        Ok(v as i64)
-                    } else {
-                        Err(i)
-                    }
-                })
+                .map(|(i, v)| whole(v).ok_or(i))
                 .collect(),
         }
     }

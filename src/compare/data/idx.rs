@@ -196,14 +196,10 @@ fn split(images: &Path, labels: &Path) -> Result<RawSplit, DataError> {
         .values()
         .enumerate()
         .map(|(i, v)| {
-            if v.fract() == 0.0 && v.abs() < 9.0e18 {
-                Ok(v as i64)
-            } else {
-                Err(DataError::BadLabels {
-                    origin: labels_origin.clone(),
-                    detail: format!("label {i} is {v}, not a class index"),
-                })
-            }
+            crate::npz::whole(v).ok_or_else(|| DataError::BadLabels {
+                origin: labels_origin.clone(),
+                detail: format!("label {i} is {v}, not a class index"),
+            })
         })
         .collect::<Result<Vec<i64>, DataError>>()?;
     Ok(RawSplit {

@@ -10,7 +10,7 @@
 
 use prost::Message;
 
-use crate::onnx::pb::{GraphProto, ModelProto, NodeProto};
+use crate::onnx::pb::{GraphProto, NodeProto};
 use crate::train::ir::Graph;
 use crate::train::node::NodeExt;
 use crate::train::proto::value_info;
@@ -102,14 +102,7 @@ pub fn build_eval_graph(model: &[u8], opts: &TrainGraphOptions) -> Result<EvalGr
         doc_string: "inference graph written by pa-onnx: the model fed its trained tensors".into(),
         ..Default::default()
     };
-    let encoded = ModelProto {
-        ir_version: model.ir_version.max(7),
-        opset_import: super::finish::default_opsets(&model, b.g.opset),
-        producer_name: "pa-onnx".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(out_graph),
-        ..Default::default()
-    };
+    let encoded = super::finish::standalone(&model, out_graph, b.g.opset);
     Ok(EvalGraph {
         model: encoded.encode_to_vec(),
         data_inputs: b.data_inputs,

@@ -122,15 +122,7 @@ impl Builder<'_> {
                     .into(),
             ..Default::default()
         };
-        let opset_import = default_opsets(model, self.g.opset);
-        let out = ModelProto {
-            ir_version: model.ir_version.max(7),
-            opset_import,
-            producer_name: "pa-onnx".into(),
-            producer_version: env!("CARGO_PKG_VERSION").into(),
-            graph: Some(out_graph),
-            ..Default::default()
-        };
+        let out = standalone(model, out_graph, self.g.opset);
         Ok(TrainingGraph {
             model: out.encode_to_vec(),
             data_inputs,
@@ -142,8 +134,20 @@ impl Builder<'_> {
     }
 }
 
+/// A model of its own around a graph the builder wrote from `model`'s.
+pub(super) fn standalone(model: &ModelProto, graph: GraphProto, opset: i64) -> ModelProto {
+    ModelProto {
+        ir_version: model.ir_version.max(7),
+        opset_import: default_opsets(model, opset),
+        producer_name: "pa-onnx".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
 /// The model's default-domain opset import, or `opset` when it has none.
-pub(super) fn default_opsets(model: &ModelProto, opset: i64) -> Vec<OperatorSetIdProto> {
+fn default_opsets(model: &ModelProto, opset: i64) -> Vec<OperatorSetIdProto> {
     let mut opset_import: Vec<OperatorSetIdProto> = model
         .opset_import
         .iter()
