@@ -539,12 +539,14 @@ def reference_matrices(model):
     Linear/Conv/ConvTranspose/MultiheadAttention weights: axis 0 as rows,
     the rest flattened. A bare parameter used as `x @ w` is [K, N], so M is
     its transpose; one used as `w @ x` is [N, K]. Embedding tables are not
-    weights (tied_lm's table is also lm_head.weight).
+    weights, unless a Linear shares them (tied_lm's table is also
+    lm_head.weight): a tied table is rewired through its dense use.
     """
     refs = {}
-    tied = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    dense = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    lookup_only = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)} - dense
     for pname, p in model.named_parameters():
-        if p.dim() < 2 or id(p) in tied:
+        if p.dim() < 2 or id(p) in lookup_only:
             continue
         owner = model.get_submodule(pname.rpartition(".")[0]) if "." in pname else model
         mat = p.detach().reshape(p.shape[0], -1)
