@@ -298,11 +298,8 @@ pub(crate) fn markdown(report: &CompareReport) -> String {
     let _ = writeln!(md, "`{}`\n", report.command_line.join(" "));
     let _ = writeln!(
         md,
-        "Data: {} ({} training and {} test samples, {} classes). {} seeds, arms: {}. pa-onnx {}, {} on {} ({} cores).\n",
+        "Data: {}. {} seeds, arms: {}. pa-onnx {}, {} on {} ({} cores).\n",
         report.data.description,
-        report.data.train,
-        report.data.test,
-        report.data.classes,
         report.seeds.len(),
         report.arms.join(", "),
         report.pa_onnx_version,
@@ -337,7 +334,12 @@ pub(crate) fn markdown(report: &CompareReport) -> String {
             md,
             "| arm | n | mean | sd | median | IQM |\n|---|---|---|---|---|---|"
         );
-        for (arm, d) in &m.arms {
+        // In the comparison's order, the reference first.
+        for (arm, d) in report
+            .arms
+            .iter()
+            .filter_map(|a| m.arms.get(a).map(|d| (a, d)))
+        {
             let f = |v: Option<f64>| v.map_or("-".to_string(), |v| pct(v, acc));
             let _ = writeln!(
                 md,
