@@ -133,10 +133,9 @@ fn f32_values(model: &Model, index: usize) -> Result<Vec<f32>, CompareError> {
 /// with the same values placed at random (the values' deviation times the
 /// square root of the row length), so layers of any size share one scale.
 fn relative_strengths(vals: &[f32], index: &[u32], rows: usize, cols: usize) -> Vec<f64> {
-    let n = vals.len() as f64;
-    let mean = vals.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = vals.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    let scale = (var * cols as f64).sqrt();
+    let wide: Vec<f64> = vals.iter().map(|&v| v as f64).collect();
+    let mean = wide.iter().sum::<f64>() / wide.len() as f64;
+    let scale = (crate::stats::variance(&wide) * cols as f64).sqrt();
     if scale.is_nan() || scale <= 0.0 {
         return vec![];
     }
@@ -144,7 +143,7 @@ fn relative_strengths(vals: &[f32], index: &[u32], rows: usize, cols: usize) -> 
         .map(|r| {
             let s: f64 = index[r * cols..(r + 1) * cols]
                 .iter()
-                .map(|&i| vals[i as usize] as f64)
+                .map(|&i| wide[i as usize])
                 .sum();
             (s - mean * cols as f64) / scale
         })

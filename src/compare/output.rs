@@ -1,6 +1,6 @@
 //! The comparison's files for people and programs: `report.json` (every
 //! number, versioned), `runs.csv` (tidy, one value a row), the plots, and
-//! `summary.md` tying them together.
+//! the summary page (`summary.md` in the output folder) tying them together.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -178,13 +178,8 @@ fn bands(
                     .filter_map(|r| r.epochs.get(e))
                     .map(value)
                     .collect();
-                let n = vals.len() as f64;
-                let mean = vals.iter().sum::<f64>() / n;
-                let sd = if vals.len() > 1 {
-                    (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-                } else {
-                    0.0
-                };
+                let d = super::stats::describe(&vals);
+                let (mean, sd) = (d.mean.unwrap_or(f64::NAN), d.std.unwrap_or(0.0));
                 band.x.push((e + 1) as f64);
                 band.mean.push(mean);
                 band.lo.push(mean - sd);

@@ -32,11 +32,7 @@ impl Store {
         let path = dir.join("config.json");
         match std::fs::read(&path) {
             Ok(old) => {
-                let old: Value =
-                    serde_json::from_slice(&old).map_err(|e| CompareError::Record {
-                        path: path.clone(),
-                        msg: e.to_string(),
-                    })?;
+                let old: Value = parse(&path, &old)?;
                 if let Some(what) = first_difference(&old, identity, "") {
                     return Err(CompareError::ConfigChanged {
                         dir: dir.to_path_buf(),
@@ -77,17 +73,27 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(CompareError::io(&path, e)),
         };
-        let rec: RunRecord = serde_json::from_slice(&bytes).map_err(|e| CompareError::Record {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
-        if rec.config != self.hash || rec.arm != arm || rec.seed != seed {
-            return Err(CompareError::ConfigChanged {
-                dir: self.dir.clone(),
-                what: format!("the configuration stamped on {}", path.display()),
-            });
+        let rec: RunRecord = parse(&path, &bytes)?;
+        if rec.arm != arm || rec.seed != seed {
+            return Err(self.foreign(&path));
         }
-        Ok(Some(rec))
+        self.stamped(rec, &path).map(Some)
+    }
+
+    /// `rec`, when it carries this configuration's stamp.
+    fn stamped(&self, rec: RunRecord, path: &Path) -> Result<RunRecord, CompareError> {
+        if rec.config != self.hash {
+            return Err(self.foreign(path));
+        }
+        Ok(rec)
+    }
+
+    /// The refusal of a record made under another configuration.
+    fn foreign(&self, path: &Path) -> CompareError {
+        CompareError::ConfigChanged {
+            dir: self.dir.clone(),
+            what: format!("the configuration stamped on {}", path.display()),
+        }
     }
 
     /// Writes a finished run.
@@ -109,8 +115,13 @@ impl Store {
 pub(crate) fn read_json(dir: &Path, name: &str) -> Result<Value, CompareError> {
     let path = dir.join(name);
     let bytes = std::fs::read(&path).map_err(|e| CompareError::io(&path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| CompareError::Record {
-        path,
+    parse(&path, &bytes)
+}
+
+/// The JSON in `bytes`, read from `path`.
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, CompareError> {
+    serde_json::from_slice(bytes).map_err(|e| CompareError::Record {
+        path: path.to_path_buf(),
         msg: e.to_string(),
     })
 }
@@ -130,18 +141,7 @@ impl Store {
         for n in names {
             let path = dir.join(&n);
             let bytes = std::fs::read(&path).map_err(|e| CompareError::io(&path, e))?;
-            let rec: RunRecord =
-                serde_json::from_slice(&bytes).map_err(|e| CompareError::Record {
-                    path: path.clone(),
-                    msg: e.to_string(),
-                })?;
-            if rec.config != self.hash {
-                return Err(CompareError::ConfigChanged {
-                    dir: self.dir.clone(),
-                    what: format!("the configuration stamped on {}", path.display()),
-                });
-            }
-            out.push(rec);
+            out.push(self.stamped(parse(&path, &bytes)?, &path)?);
         }
         Ok(out)
     }

@@ -1,4 +1,4 @@
-//! One plain sentence per comparison, for `summary.md` and the terminal.
+//! One plain sentence per comparison, for the output folder's summary page and the terminal.
 //!
 //! Most readers will read this line and nothing else, so it must carry
 //! the effect with its unit and interval, both tests, and a warning when
